@@ -1,0 +1,232 @@
+"""Training configuration: one frozen dataclass, named presets stored as YAML data.
+
+Every field can be overridden from the command line (`--set field=value`); the resolved
+configuration is written into each bundle as `config.yaml`, so a bundle says exactly how it
+was made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESET_DIR = Path(__file__).with_name("presets")
+
+DEFAULT_PATIENT_REGEX = r"^(?P<patient>\d+)\s*\((?P<slice>\d+)\)"
+DEFAULT_CLASS_MAP = {
+    "Normal": 0,
+    "Stroke": 1,
+    "Bleeding": 1,
+    "Ischemia": 1,
+    "Haemorrhage": 1,
+    "Hemorrhage": 1,
+}
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field with an immutable default and the help text that feeds `--help`."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one ensemble is trained. Defaults are the published reference recipe."""
+
+    # data
+    image_size: int = _f(384, "side in pixels of the square network input")
+    in_chans: int = _f(3, "network input channels (1 or 3); one window is repeated to fill 3")
+    windows: tuple[tuple[float, float], ...] = _f(
+        ((40.0, 80.0),),
+        "CT windows (level, width) in HU for DICOM and 16-bit PNG; three stack as channels",
+    )
+    png16_hu_offset: float = _f(-1024.0, "HU = stored value + offset, for 16-bit PNG input")
+    class_map: dict[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_CLASS_MAP),
+        metadata={"help": "class folder name -> 0 (normal) / 1 (stroke)"},
+    )
+    patient_regex: str = _f(
+        DEFAULT_PATIENT_REGEX, "regex on the file name with a (?P<patient>...) group"
+    )
+    # splits
+    folds: int = _f(5, "number of patient-grouped cross-validation folds")
+    holdout_frac: float = _f(0.0, "fraction of patients held out before anything else (0 = none)")
+    seed: int = _f(42, "seed for splits, sampling, augmentation and initialisation")
+    # model
+    backbone: str = _f("tf_efficientnet_b3.ns_jft_in1k", "timm model name")
+    pretrained: str = _f("auto", "auto | file | hub | packaged | none")
+    pretrained_file: str | None = _f(None, "local weight file for the backbone")
+    head_hidden: int = _f(512, "width of the hidden layer of the classification head")
+    dropout: float = _f(0.4, "dropout before the last linear layer")
+    # optimisation
+    epochs: int = _f(14, "training epochs per fold")
+    freeze_epochs: int = _f(2, "epochs at the start with the backbone frozen (head only)")
+    batch_size: int = _f(32, "images per optimisation step")
+    lr: float = _f(3e-4, "peak learning rate of the backbone")
+    head_lr: float = _f(1e-3, "peak learning rate of the head")
+    weight_decay: float = _f(1e-4, "AdamW weight decay")
+    warmup_epochs: float = _f(1.0, "linear warm-up length in epochs, then cosine decay")
+    grad_clip: float = _f(1.0, "max gradient norm (0 = off)")
+    loss: str = _f("focal", "focal | bce")
+    focal_alpha: float = _f(0.35, "focal loss: weight of positives; negatives get 1 - alpha")
+    focal_gamma: float = _f(2.5, "focal loss focusing parameter")
+    balance: str = _f(
+        "sampler", "class balancing inside each fold's training part: sampler | oversample | none"
+    )
+    augment: str = _f("standard", "training augmentation set: standard | none")
+    hnm_epoch: int = _f(6, "epoch after which hard examples are mined (0 = never)")
+    hnm_mode: str = _f("false_negatives", "false_negatives | false_positives | both")
+    hnm_copies: int = _f(1, "extra copies of each mined example for the remaining epochs")
+    hnm_threshold: float = _f(0.5, "probability threshold that defines a mistake when mining")
+    # evaluation
+    tta_views: tuple[str, ...] = _f(("identity", "hflip", "vflip"), "test-time views averaged")
+    study_aggregation: str = _f(
+        "mean", "patient score from slice scores: mean | max | topk_mean | noisy_or"
+    )
+    threshold_policy: str = _f("youden", "how the OOF operating point is chosen: youden | max_f1")
+    # runtime
+    device: str = _f("auto", "auto | cpu | cuda")
+    num_workers: int = _f(0, "data loader worker processes")
+    amp: bool = _f(True, "mixed precision on CUDA (ignored on CPU)")
+    channels_last: bool = _f(True, "channels_last memory format")
+    deterministic: bool = _f(True, "deterministic algorithms where torch allows")
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-ready values (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def digest(self) -> str:
+        """Short hash of the resolved values; a resumed run must match it."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+CHOICES = {
+    "pretrained": ("auto", "file", "hub", "packaged", "none"),
+    "loss": ("focal", "bce"),
+    "balance": ("sampler", "oversample", "none"),
+    "augment": ("standard", "none"),
+    "hnm_mode": ("false_negatives", "false_positives", "both"),
+    "study_aggregation": ("mean", "max", "topk_mean", "noisy_or"),
+    "threshold_policy": ("youden", "max_f1"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Reject values that would only fail later, mid-training."""
+    for name, allowed in CHOICES.items():
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+    if cfg.in_chans not in (1, 3):
+        raise ValueError(f"in_chans must be 1 or 3, not {cfg.in_chans}")
+    if len(cfg.windows) not in (1, cfg.in_chans):
+        raise ValueError(f"{len(cfg.windows)} windows cannot fill {cfg.in_chans} input channels")
+    if cfg.folds < 2:
+        raise ValueError("folds must be at least 2")
+    if not 0.0 <= cfg.holdout_frac < 0.5:
+        raise ValueError("holdout_frac must be in [0, 0.5)")
+    if cfg.epochs < 1 or not 0 <= cfg.freeze_epochs <= cfg.epochs:
+        raise ValueError("need epochs >= 1 and 0 <= freeze_epochs <= epochs")
+    if cfg.pretrained == "file" and not cfg.pretrained_file:
+        raise ValueError("pretrained=file needs pretrained_file")
+    if not 0.0 < cfg.focal_alpha < 1.0:
+        raise ValueError("focal_alpha must be in (0, 1)")
+    if set(cfg.class_map.values()) - {0, 1}:
+        raise ValueError("class_map values must be 0 (normal) or 1 (stroke)")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The overrides a named preset makes to the reference defaults."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def make_config(preset: str = "reference", **overrides: Any) -> TrainConfig:
+    """Reference defaults, then the preset, then explicit overrides."""
+    values = load_preset(preset)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(values)
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+    hints = typing.get_type_hints(TrainConfig)
+    return TrainConfig(**{k: _coerce(hints[k], v, k) for k, v in values.items()})
+
+
+def load_config(path: Path) -> TrainConfig:
+    return config_from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`field=value` from the command line; the value is read as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise ValueError(f"expected field=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    return key, yaml.safe_load(raw) if raw.strip() else None
+
+
+def _coerce(hint: Any, value: Any, name: str) -> Any:
+    """Turn YAML values into the field's declared type (lists into tuples, ints into floats)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        return _coerce(hint, value, name)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{name} must be a list")
+        inner = args[0]
+        return tuple(_coerce(inner, v, name) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be a mapping")
+        return {str(k): int(v) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false")
+        return value
+    if hint in (int, float, str):
+        try:
+            return hint(value)
+        except (TypeError, ValueError):
+            kind = {int: "a whole number", float: "a number", str: "text"}[hint]
+            raise ValueError(f"{name} must be {kind}, not {value!r}") from None
+    return value
+
+
+def describe_fields() -> str:
+    """One line per field, for `--help`."""
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name:<18} {f.metadata['help']} (default: {default})")
+    return "\n".join(lines)
