@@ -1,0 +1,147 @@
+"""Metrics as pure functions of (labels, scores); scikit-learn where it has the metric.
+
+Each validates its inputs: equal lengths, labels 0/1, finite scores, and both classes present
+where the metric needs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+AGGREGATIONS = ("mean", "max", "topk_mean", "noisy_or")
+
+
+def _validate(y_true: Sequence[int], y_score: Sequence[float], *, both_classes: bool = True):
+    y = np.asarray(y_true)
+    p = np.asarray(y_score, dtype=float)
+    if y.ndim != 1 or y.shape != p.shape:
+        raise ValueError(f"labels {y.shape} and scores {p.shape} must be 1-D of equal length")
+    if y.size == 0:
+        raise ValueError("no examples")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 or 1")
+    if not np.isfinite(p).all():
+        raise ValueError("scores must be finite")
+    if both_classes and len(np.unique(y)) < 2:
+        raise ValueError("both classes must be present")
+    return y.astype(int), p
+
+
+def roc_auc(y_true: Sequence[int], y_score: Sequence[float]) -> float:
+    y, p = _validate(y_true, y_score)
+    return float(roc_auc_score(y, p))
+
+
+def pr_auc(y_true: Sequence[int], y_score: Sequence[float]) -> float:
+    """Average precision: the area under the precision-recall curve, stroke as positive."""
+    y, p = _validate(y_true, y_score)
+    return float(average_precision_score(y, p))
+
+
+def at_threshold(y_true: Sequence[int], y_score: Sequence[float], threshold: float) -> dict:
+    """Counts and rates when scores >= threshold are called stroke."""
+    y, p = _validate(y_true, y_score, both_classes=False)
+    predicted = p >= threshold
+    tp = int(np.sum(predicted & (y == 1)))
+    fp = int(np.sum(predicted & (y == 0)))
+    tn = int(np.sum(~predicted & (y == 0)))
+    fn = int(np.sum(~predicted & (y == 1)))
+    return {
+        "threshold": float(threshold),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+        "accuracy": _ratio(tp + tn, y.size),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def choose_threshold(y_true: Sequence[int], y_score: Sequence[float], policy: str) -> float:
+    """The operating point by policy: `youden` (max sensitivity + specificity - 1) or `max_f1`."""
+    y, p = _validate(y_true, y_score)
+    if policy == "youden":
+        fpr, tpr, thresholds = roc_curve(y, p)
+        finite = np.isfinite(thresholds)
+        best = np.argmax((tpr - fpr)[finite])
+        return float(thresholds[finite][best])
+    if policy == "max_f1":
+        candidates = np.unique(p)
+        scores = [at_threshold(y, p, t)["f1"] or 0.0 for t in candidates]
+        return float(candidates[int(np.argmax(scores))])
+    raise ValueError(f"unknown threshold policy {policy!r}; choose youden or max_f1")
+
+
+def aggregate(scores: Sequence[float], method: str, *, k: int = 3) -> float:
+    """One study score from slice scores."""
+    p = np.asarray(scores, dtype=float)
+    if p.size == 0:
+        raise ValueError("no slice scores to aggregate")
+    if method == "mean":
+        return float(p.mean())
+    if method == "max":
+        return float(p.max())
+    if method == "topk_mean":
+        return float(np.sort(p)[-k:].mean())
+    if method == "noisy_or":
+        return float(1.0 - np.prod(1.0 - np.clip(p, 0.0, 1.0)))
+    raise ValueError(f"unknown aggregation {method!r}; choose one of {', '.join(AGGREGATIONS)}")
+
+
+def patient_scores(
+    groups: Sequence[str], y_true: Sequence[int], y_score: Sequence[float], method: str
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(patients, patient labels, patient scores); a patient is stroke if any slice is."""
+    y, p = _validate(y_true, y_score, both_classes=False)
+    order: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        order.setdefault(group, []).append(index)
+    patients = sorted(order)
+    labels = np.array([y[order[g]].max() for g in patients])
+    scores = np.array([aggregate(p[order[g]], method) for g in patients])
+    return patients, labels, scores
+
+
+def bootstrap_ci(
+    y_true: Sequence[int],
+    y_score: Sequence[float],
+    groups: Sequence[str],
+    metric: Callable[[np.ndarray, np.ndarray], float] = roc_auc,
+    *,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile interval of `metric`, resampling whole patients with replacement.
+
+    Resampling slices would pretend that 30 near-identical slices are 30 independent cases.
+    Resamples that lack a class are skipped.
+    """
+    y, p = _validate(y_true, y_score)
+    members: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    blocks = [np.array(v) for v in members.values()]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_resamples):
+        picked = rng.integers(0, len(blocks), size=len(blocks))
+        index = np.concatenate([blocks[i] for i in picked])
+        if len(np.unique(y[index])) == 2:
+            values.append(metric(y[index], p[index]))
+    if not values:
+        raise ValueError("no bootstrap resample held both classes")
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
