@@ -1,0 +1,159 @@
+"""A model bundle: one folder that fully describes one trained ensemble.
+
+    config.yaml        resolved TrainConfig
+    fold_1..K.safetensors   weights of each fold's kept checkpoint (metadata: epoch, metric)
+    oof.csv            path, patient_id, fold, label, probability (out-of-fold)
+    holdout.csv        the same for held-out patients (ensemble mean), when a holdout was drawn
+    metrics.json       OOF slice- and patient-level figures, fold spread, operating point
+    split.json         patients of each fold (and of the holdout)
+    audit.json         the leakage audit
+    report.md          the run report in plain words
+    logs/fold_K.jsonl  per-epoch training log of each fold
+    manifest.json      sha256 of every file above, package versions, data summary
+
+The bundle id is a hash of the file hashes: two bundles with the same id hold the same bytes.
+Loading verifies every hash, so a bundle that was edited or damaged is refused. This module
+reads metadata only and does not import torch, so the web app can show a model card cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ml.errors import UserError
+from ml.hashing import sha256_file, sha256_lines
+
+MANIFEST = "manifest.json"
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "albumentations",
+    "opencv-python-headless",
+    "pillow",
+    "pydicom",
+    "scikit-learn",
+    "safetensors",
+)
+
+
+class BundleError(UserError):
+    """The folder is not a complete, intact bundle; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    id: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    manifest: dict[str, Any]
+    audit: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def folds(self) -> int:
+        return int(self.config["folds"])
+
+    def fold_weights(self, fold: int) -> Path:
+        return self.path / f"fold_{fold}.safetensors"
+
+    def card(self) -> dict[str, Any]:
+        """What a model card shows: identity, recipe, data, honest figures and their caveats."""
+        cfg, data = self.config, self.manifest.get("data", {})
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created": self.manifest.get("created"),
+            "backbone": cfg["backbone"],
+            "weights_source": self.manifest.get("weights_source"),
+            "image_size": cfg["image_size"],
+            "windows": cfg["windows"],
+            "folds": cfg["folds"],
+            "epochs": cfg["epochs"],
+            "loss": cfg["loss"],
+            "study_aggregation": cfg["study_aggregation"],
+            "data": data,
+            "metrics": self.metrics,
+            "audit_ok": bool(self.audit.get("ok")),
+            "notes": self.manifest.get("notes", []),
+        }
+
+
+def bundle_id(files: dict[str, str]) -> str:
+    return sha256_lines([f"{name}:{digest}" for name, digest in sorted(files.items())])[:16]
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_manifest(path: Path, **extra: Any) -> str:
+    """Hash every file in the bundle, write manifest.json last, return the bundle id."""
+    path = Path(path)
+    files = {
+        p.relative_to(path).as_posix(): sha256_file(p)
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    }
+    identity = bundle_id(files)
+    manifest = {"bundle_id": identity, "files": files, "packages": package_versions(), **extra}
+    tmp = path / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    tmp.replace(path / MANIFEST)
+    return identity
+
+
+def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
+    """Read a bundle's metadata; with `verify`, refuse it unless every file matches its hash."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not path.is_dir():
+        raise BundleError(f"no bundle at {path}")
+    if not manifest_path.is_file():
+        raise BundleError(
+            f"{path} has no {MANIFEST}: the training run did not finish; rerun it with --resume"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    files: dict[str, str] = manifest["files"]
+    if verify:
+        _verify(path, files)
+    if bundle_id(files) != manifest.get("bundle_id"):
+        raise BundleError(f"{path}: the manifest's bundle id does not match its file list")
+    return Bundle(
+        path=path,
+        id=manifest["bundle_id"],
+        config=yaml.safe_load((path / "config.yaml").read_text()),
+        metrics=json.loads((path / "metrics.json").read_text()),
+        manifest=manifest,
+        audit=json.loads((path / "audit.json").read_text()),
+    )
+
+
+def _verify(path: Path, files: dict[str, str]) -> None:
+    missing = [name for name in files if not (path / name).is_file()]
+    if missing:
+        raise BundleError(f"{path}: missing file(s) {', '.join(missing)}")
+    changed = [name for name, digest in files.items() if sha256_file(path / name) != digest]
+    if changed:
+        raise BundleError(
+            f"{path}: file(s) {', '.join(changed)} do not match the manifest's hashes; "
+            "the bundle was modified or damaged after training"
+        )

@@ -1,0 +1,246 @@
+"""`ml train` from data folder to bundle: read, audit, train each fold, write the bundle.
+
+The order is the guarantee: the holdout and the folds are drawn by patient before anything is
+trained, the audit must pass before the first step, and balancing happens inside each fold.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from ml import report, splits
+from ml.bundle import write_manifest
+from ml.cache import DecodedSet, decode_all
+from ml.config import TrainConfig, load_config, save_config
+from ml.data import Dataset, SliceRecord, load_dataset
+from ml.errors import UserError
+from ml.hashing import sha256_lines
+
+DEFAULT_CACHE_DIR = Path(".cache") / "slices"
+
+
+class BadDataError(UserError):
+    """Unreadable files under --strict; the message lists them."""
+
+
+@dataclass
+class Prepared:
+    """A dataset read, decoded, split and audited: everything training needs."""
+
+    dataset: Dataset
+    decoded: DecodedSet
+    records: list[SliceRecord]  # the readable records, one per row of decoded.images
+    parts: np.ndarray  # per record: 0 holdout, 1..K fold
+    audit: dict
+    fingerprint: str  # hash of the readable files' contents, in order
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([r.label for r in self.records])
+
+
+def prepare(
+    source: Path,
+    cfg: TrainConfig,
+    *,
+    strict: bool = False,
+    split_file: Path | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    progress: bool = True,
+) -> Prepared:
+    """Read and decode the data, assign holdout and folds by patient, audit the assignment."""
+    dataset = load_dataset(source, cfg.class_map, cfg.patient_regex)
+    decoded = decode_all(
+        [r.path for r in dataset.records],
+        image_size=cfg.image_size,
+        windows=cfg.windows,
+        png16_hu_offset=cfg.png16_hu_offset,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    if decoded.bad and strict:
+        listing = "\n".join(f"  {dataset.records[i].rel_path}: {why}" for i, why in decoded.bad)
+        raise BadDataError(f"{len(decoded.bad)} file(s) cannot be read (--strict):\n{listing}")
+    records = [dataset.records[i] for i in decoded.kept]
+    labels = [r.label for r in records]
+    groups = [r.patient_id for r in records]
+    if split_file is not None:
+        parts = read_split(split_file, records)
+    else:
+        parts = splits.assign_parts(
+            labels, groups, folds=cfg.folds, holdout_frac=cfg.holdout_frac, seed=cfg.seed
+        )
+    pixel_hashes = [decoded.pixel_hashes[i] for i in decoded.kept]
+    audit = splits.audit(labels, groups, parts, pixel_hashes)
+    audit["grouped_by_file"] = dataset.grouped_by_file
+    fingerprint = sha256_lines([decoded.file_hashes[i] for i in decoded.kept])[:16]
+    return Prepared(dataset, decoded, records, parts, audit, fingerprint)
+
+
+def read_split(path: Path, records: Sequence[SliceRecord]) -> np.ndarray:
+    """Parts from a CSV `path,fold` (fold 1..K or `holdout`), e.g. to reuse another run's split."""
+    assigned: dict[str, int] = {}
+    with Path(path).open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            value = row["fold"].strip().lower()
+            assigned[row["path"]] = splits.HOLDOUT if value == "holdout" else int(value)
+    missing = [r.rel_path for r in records if r.rel_path not in assigned]
+    if missing:
+        raise ValueError(f"{len(missing)} slice(s) are not in {path}, e.g. {missing[0]}")
+    return np.array([assigned[r.rel_path] for r in records])
+
+
+def run_training(
+    source: Path,
+    out: Path,
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    strict: bool = False,
+    split_file: Path | None = None,
+    cache_dir: Path | None = DEFAULT_CACHE_DIR,
+    progress: bool = True,
+    notes: Sequence[str] = (),
+) -> Path:
+    """Train every fold (skipping finished ones on --resume) and write the bundle."""
+    from ml import train  # torch is imported only when training really starts
+
+    out = Path(out)
+    _prepare_out(out, cfg, resume)
+    prepared = prepare(
+        source, cfg, strict=strict, split_file=split_file, cache_dir=cache_dir, progress=progress
+    )
+    _write_json(out / "audit.json", prepared.audit)
+    splits.refuse_leaks(prepared.audit)
+    fold_count = int(prepared.parts.max())
+    device = train.pick_device(cfg.device)
+    print(f"training {fold_count} folds on {device} ({len(prepared.records)} slices)", flush=True)
+    results = []
+    for fold in range(1, fold_count + 1):
+        result = _finished_fold(out, fold, cfg, prepared.fingerprint)
+        if result is None:
+            result = _train_and_save(train, prepared, fold, cfg, device, out, progress)
+        else:
+            print(f"fold {fold}: already trained, kept (--resume)", flush=True)
+        results.append(result)
+    _write_outputs(out, cfg, prepared, results, notes)
+    return out
+
+
+def _prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not resume:
+            raise FileExistsError(
+                f"{out} exists; pass --resume to continue it, or choose another --out"
+            )
+        saved = out / "config.yaml"
+        if saved.is_file() and load_config(saved).digest() != cfg.digest():
+            raise ValueError(f"{out} was started with another configuration; cannot resume it")
+        (out / "manifest.json").unlink(missing_ok=True)  # the bundle is rewritten at the end
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+
+
+def _train_and_save(train, prepared: Prepared, fold: int, cfg, device, out: Path, progress: bool):
+    from safetensors.torch import save_file
+
+    rows = np.arange(len(prepared.records))
+    data = train.FoldData(
+        fold=fold,
+        images=prepared.decoded.images,
+        labels=prepared.labels,
+        train_rows=rows[(prepared.parts != fold) & (prepared.parts != splits.HOLDOUT)].tolist(),
+        val_rows=rows[prepared.parts == fold].tolist(),
+        holdout_rows=rows[prepared.parts == splits.HOLDOUT].tolist(),
+    )
+    result, state = train.train_fold(
+        data, cfg, device, out / "logs" / f"fold_{fold}.jsonl", progress
+    )
+    metadata = {
+        "fold": str(fold),
+        "epoch": str(result.best_epoch),
+        "chosen_on": result.chosen_on,
+        "value": f"{result.best_value:.6f}",
+        "config_digest": cfg.digest(),
+    }
+    save_file(state, str(out / f"fold_{fold}.safetensors"), metadata=metadata)
+    state_record = {**asdict(result), "config_digest": cfg.digest(), "data": prepared.fingerprint}
+    _write_json(out / "logs" / f"fold_{fold}.result.json", state_record)
+    return result
+
+
+def _finished_fold(out: Path, fold: int, cfg: TrainConfig, fingerprint: str):
+    """A fold's saved result when it was trained with this config on these data."""
+    from ml.train import FoldResult
+
+    path = out / "logs" / f"fold_{fold}.result.json"
+    if not (path.is_file() and (out / f"fold_{fold}.safetensors").is_file()):
+        return None
+    saved = json.loads(path.read_text())
+    if saved.pop("config_digest") != cfg.digest() or saved.pop("data") != fingerprint:
+        return None
+    return FoldResult(**saved)
+
+
+def _write_outputs(
+    out: Path, cfg: TrainConfig, prepared: Prepared, results: list, notes: Sequence[str]
+) -> None:
+    records, parts = prepared.records, prepared.parts
+    oof = np.full(len(records), np.nan)
+    for result in results:
+        oof[parts == result.fold] = result.val_probabilities
+    holdout_rows = np.flatnonzero(parts == splits.HOLDOUT)
+    holdout = (
+        np.mean([r.holdout_probabilities for r in results], axis=0) if len(holdout_rows) else None
+    )
+    cv_rows = np.flatnonzero(parts > 0)
+    _write_predictions(out / "oof.csv", records, parts, cv_rows, oof[cv_rows])
+    if holdout is not None:
+        _write_predictions(out / "holdout.csv", records, parts, holdout_rows, holdout)
+    summary = report.summarise(cfg, prepared, results, oof, holdout)
+    _write_json(out / "metrics.json", summary)
+    groups = [r.patient_id for r in records]
+    split = {"seed": cfg.seed, "folds": int(parts.max()), **splits.patients_by_part(groups, parts)}
+    _write_json(out / "split.json", split)
+    (out / "report.md").write_text(report.render(cfg, prepared, results, summary))
+    data_summary = prepared.dataset.summary()
+    data_summary.update(
+        {
+            "source_name": prepared.dataset.root.name,
+            "fingerprint": prepared.fingerprint,
+            "unreadable_files": len(prepared.decoded.bad),
+        }
+    )
+    identity = write_manifest(
+        out,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        weights_source=results[0].weights_source,
+        normalisation={"mean": results[0].mean, "std": results[0].std},
+        data=data_summary,
+        notes=[*notes, *report.caveats(prepared)],
+    )
+    print(f"bundle {identity} written to {out}", flush=True)
+
+
+def _write_predictions(
+    path: Path, records: list, parts: np.ndarray, rows: np.ndarray, probabilities
+) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "patient_id", "fold", "label", "probability"])
+        for row, probability in zip(rows, probabilities, strict=True):
+            r = records[row]
+            fold = "holdout" if parts[row] == splits.HOLDOUT else int(parts[row])
+            writer.writerow([r.rel_path, r.patient_id, fold, r.label, repr(float(probability))])
+
+
+def _write_json(path: Path, value: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2))

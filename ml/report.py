@@ -1,0 +1,241 @@
+"""Figures of a finished run (metrics.json) and the run report in plain words (report.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ml import metrics, splits
+from ml.config import TrainConfig
+
+SELECTION_NOTE = (
+    "Each fold keeps the epoch with the best validation ROC-AUC on that same fold, and the "
+    "out-of-fold predictions come from that checkpoint; choosing on the data that is then "
+    "scored makes the OOF figures slightly optimistic. A holdout, when drawn, is not."
+)
+
+
+def _safe(fn: Callable[..., Any], *args: Any) -> Any:
+    """A metric, or None where it is undefined (e.g. a part with one class only)."""
+    try:
+        return fn(*args)
+    except ValueError:
+        return None
+
+
+def level_figures(
+    labels: Sequence[int], scores: Sequence[float], groups: Sequence[str], seed: int
+) -> dict[str, Any]:
+    """ROC-AUC with a patient-resampled 95% CI, PR-AUC, counts."""
+    labels = np.asarray(labels)
+    ci = _safe(lambda: metrics.bootstrap_ci(labels, scores, groups, seed=seed))
+    return {
+        "n": len(labels),
+        "positives": int(labels.sum()),
+        "roc_auc": _safe(metrics.roc_auc, labels, scores),
+        "roc_auc_ci95": list(ci) if ci else None,
+        "pr_auc": _safe(metrics.pr_auc, labels, scores),
+    }
+
+
+def summarise(
+    cfg: TrainConfig, prepared: Any, results: list, oof: np.ndarray, holdout: np.ndarray | None
+) -> dict[str, Any]:
+    """metrics.json: OOF slice and patient figures, fold spread, operating points, holdout."""
+    parts = prepared.parts
+    cv = parts > 0
+    labels = prepared.labels
+    groups = np.array([r.patient_id for r in prepared.records])
+    slice_fig = level_figures(labels[cv], oof[cv], groups[cv], cfg.seed)
+    patients, p_labels, p_scores = metrics.patient_scores(
+        groups[cv], labels[cv], oof[cv], cfg.study_aggregation
+    )
+    patient_fig = level_figures(p_labels, p_scores, patients, cfg.seed)
+    patient_fig["aggregation"] = cfg.study_aggregation
+    slice_threshold = _safe(metrics.choose_threshold, labels[cv], oof[cv], cfg.threshold_policy)
+    patient_threshold = _safe(metrics.choose_threshold, p_labels, p_scores, cfg.threshold_policy)
+    folds = [_fold_figures(r, labels, groups, parts, oof, cfg) for r in results]
+    summary = {
+        "evaluation": f"out-of-fold predictions, patient-grouped {len(results)}-fold CV",
+        "checkpoint_selection": SELECTION_NOTE,
+        "slice": slice_fig,
+        "patient": patient_fig,
+        "fold_spread": {
+            key: _spread([f[key] for f in folds]) for key in ("slice_roc_auc", "patient_roc_auc")
+        },
+        "folds": folds,
+        "operating_point": {
+            "policy": cfg.threshold_policy,
+            "chosen_on": "out-of-fold predictions",
+            "slice_threshold": slice_threshold,
+            "patient_threshold": patient_threshold,
+        },
+        "at_operating_point": _at(
+            labels[cv], oof[cv], p_labels, p_scores, slice_threshold, patient_threshold
+        ),
+        "at_0.5": _at(labels[cv], oof[cv], p_labels, p_scores, 0.5, 0.5),
+        "holdout": None,
+    }
+    if holdout is not None:
+        summary["holdout"] = _holdout_figures(
+            prepared, holdout, cfg, slice_threshold, patient_threshold
+        )
+    return summary
+
+
+def _at(y, p, py, pp, slice_threshold, patient_threshold) -> dict[str, Any]:
+    return {
+        "slice": metrics.at_threshold(y, p, slice_threshold)
+        if slice_threshold is not None
+        else None,
+        "patient": metrics.at_threshold(py, pp, patient_threshold)
+        if patient_threshold is not None
+        else None,
+    }
+
+
+def _fold_figures(result, labels, groups, parts, oof, cfg: TrainConfig) -> dict[str, Any]:
+    mask = parts == result.fold
+    patients, p_labels, p_scores = metrics.patient_scores(
+        groups[mask], labels[mask], oof[mask], cfg.study_aggregation
+    )
+    return {
+        "fold": result.fold,
+        "slices": int(mask.sum()),
+        "patients": len(patients),
+        "best_epoch": result.best_epoch,
+        "chosen_on": result.chosen_on,
+        "slice_roc_auc": _safe(metrics.roc_auc, labels[mask], oof[mask]),
+        "patient_roc_auc": _safe(metrics.roc_auc, p_labels, p_scores),
+        "hard_examples_mined": result.hard_examples_mined,
+        "seconds": result.seconds,
+    }
+
+
+def _holdout_figures(prepared, holdout, cfg, slice_threshold, patient_threshold) -> dict[str, Any]:
+    mask = prepared.parts == splits.HOLDOUT
+    labels = prepared.labels[mask]
+    groups = np.array([r.patient_id for r in prepared.records])[mask]
+    patients, p_labels, p_scores = metrics.patient_scores(
+        groups, labels, holdout, cfg.study_aggregation
+    )
+    return {
+        "note": "ensemble mean of the fold models; thresholds were chosen on OOF, not here",
+        "slice": level_figures(labels, holdout, groups, cfg.seed),
+        "patient": level_figures(p_labels, p_scores, patients, cfg.seed),
+        "at_operating_point": _at(
+            labels, holdout, p_labels, p_scores, slice_threshold, patient_threshold
+        ),
+    }
+
+
+def _spread(values: list[float | None]) -> dict[str, Any]:
+    present = [v for v in values if v is not None]
+    if not present:
+        return {"mean": None, "std": None, "min": None, "max": None, "values": values}
+    return {
+        "mean": float(np.mean(present)),
+        "std": float(np.std(present)),
+        "min": float(np.min(present)),
+        "max": float(np.max(present)),
+        "values": values,
+    }
+
+
+def caveats(prepared: Any) -> list[str]:
+    """Plain-word warnings that travel with the bundle."""
+    notes = list(prepared.dataset.notes)
+    if prepared.decoded.bad:
+        notes.append(f"{len(prepared.decoded.bad)} unreadable file(s) were skipped (report.md)")
+    if prepared.audit["identical_images_across_parts"]:
+        notes.append(
+            f"{prepared.audit['identical_images_across_parts']} image(s) with identical pixels "
+            "occur in more than one split part"
+        )
+    notes.append(SELECTION_NOTE)
+    return notes
+
+
+def render(cfg: TrainConfig, prepared: Any, results: list, summary: dict[str, Any]) -> str:
+    """report.md: what was trained on what, what was skipped, and how good it is."""
+    data = prepared.dataset.summary()
+    audit = prepared.audit
+    lines = [
+        "# Training run report",
+        "",
+        "Research software, not for clinical use.",
+        "",
+        "## Data",
+        f"- {data['total_slices']} readable slices from {data['total_patients']} patients: "
+        + ", ".join(
+            f"{name} {data['slices'].get(name, 0)} slices / {data['patients'][name]} patients"
+            for name in ("Normal", "Stroke")
+        ),
+        f"- Unreadable files skipped: {len(prepared.decoded.bad)}",
+    ]
+    lines += [
+        f"  - `{prepared.dataset.records[i].rel_path}`: {why}" for i, why in prepared.decoded.bad
+    ]
+    lines += [f"- Ignored: `{path}` ({why})" for path, why in prepared.dataset.ignored]
+    lines += [f"- Note: {note}" for note in prepared.dataset.notes]
+    lines += [
+        "",
+        "## Split and leakage audit",
+        f"- Patients in more than one part: {audit['patients_in_several_parts']} (must be 0)",
+        f"- Images with identical pixels across parts: {audit['identical_images_across_parts']}",
+        "",
+        "| part | normal slices | stroke slices | normal patients | stroke patients |",
+        "|---|---|---|---|---|",
+    ]
+    for part, row in audit["balance"].items():
+        lines.append(
+            f"| {part} | {row['normal_slices']} | {row['stroke_slices']} | "
+            f"{row['normal_patients']} | {row['stroke_patients']} |"
+        )
+    lines += [
+        "",
+        "## Training",
+        f"- Backbone {cfg.backbone} ({results[0].weights_source}), {cfg.image_size} px, "
+        f"{cfg.epochs} epochs ({cfg.freeze_epochs} frozen), loss {cfg.loss}, balance {cfg.balance}",
+        "",
+        "| fold | best epoch | chosen on | slice AUC | patient AUC | mined | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in summary["folds"]:
+        lines.append(
+            f"| {f['fold']} | {f['best_epoch']} | {f['chosen_on']} | {_num(f['slice_roc_auc'])} | "
+            f"{_num(f['patient_roc_auc'])} | {f['hard_examples_mined']} | {f['seconds']} |"
+        )
+    lines += ["", "## Out-of-fold figures", ""]
+    for level in ("slice", "patient"):
+        fig = summary[level]
+        lines.append(
+            f"- {level}: ROC-AUC {_num(fig['roc_auc'])} (95% CI {_ci(fig['roc_auc_ci95'])}, "
+            f"patients resampled), PR-AUC {_num(fig['pr_auc'])}, n = {fig['n']}"
+        )
+    spread = summary["fold_spread"]["slice_roc_auc"]
+    lines += [
+        f"- fold spread of slice ROC-AUC: mean {_num(spread['mean'])}, sd {_num(spread['std'])}, "
+        f"range {_num(spread['min'])}-{_num(spread['max'])}",
+        "",
+        SELECTION_NOTE,
+    ]
+    if summary["holdout"]:
+        hold = summary["holdout"]
+        lines += [
+            "",
+            "## Holdout (patients never used for training or selection)",
+            f"- slice ROC-AUC {_num(hold['slice']['roc_auc'])}, "
+            f"patient ROC-AUC {_num(hold['patient']['roc_auc'])}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "n/a" if not ci else f"{ci[0]:.3f}-{ci[1]:.3f}"

@@ -1,0 +1,404 @@
+"""One fold at a time: epochs, validation, hard-example mining and the kept checkpoint.
+
+The checkpoint kept is the epoch with the best validation ROC-AUC of that same fold; the
+out-of-fold predictions come from it, which makes them slightly optimistic (reported so).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+from tqdm import tqdm
+
+from ml import metrics
+from ml.config import TrainConfig
+from ml.hnm import select_hard_examples
+from ml.losses import build_loss
+from ml.models import StrokeNet, build_model
+from ml.transforms import SliceDataset, build_augment
+from ml.tta import build_views
+
+
+@dataclass
+class FoldData:
+    """What one fold trains and scores on: rows index the cached image array."""
+
+    fold: int
+    images: np.ndarray
+    labels: np.ndarray  # per row of `images`
+    train_rows: list[int]
+    val_rows: list[int]
+    holdout_rows: list[int] = field(default_factory=list)
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    best_epoch: int
+    chosen_on: str  # "val_roc_auc" or "val_loss" when a fold lacks a class
+    best_value: float
+    val_probabilities: list[float]
+    holdout_probabilities: list[float]
+    hard_examples_mined: int
+    seconds: float
+    weights_source: str
+    mean: list[float]
+    std: list[float]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device cuda was asked for, but torch sees no CUDA GPU")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def lr_factor(progress: float, warmup_fraction: float) -> float:
+    """Linear warm-up to 1, then cosine decay towards 0, over progress in [0, 1]."""
+    if progress < warmup_fraction:
+        return (progress + 1e-3) / (warmup_fraction + 1e-3)
+    span = max(1e-8, 1.0 - warmup_fraction)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup_fraction) / span)))
+
+
+def balanced_rows(
+    rows: Sequence[int], labels: np.ndarray, how: str, rng: np.random.Generator
+) -> tuple[list[int], torch.Tensor | None]:
+    """Rows for one epoch and sampling weights; balancing only ever sees training rows."""
+    rows = list(rows)
+    if how == "none":
+        return rows, None
+    classes = labels[rows]
+    counts = {c: int(np.sum(classes == c)) for c in (0, 1)}
+    if how == "sampler":
+        weights = torch.tensor([1.0 / counts[int(c)] for c in classes], dtype=torch.double)
+        return rows, weights
+    minority = min(counts, key=counts.get)
+    deficit = max(counts.values()) - counts[minority]
+    pool = [r for r, c in zip(rows, classes, strict=True) if c == minority]
+    extra = rng.choice(pool, size=deficit, replace=True).tolist() if deficit and pool else []
+    return rows + extra, None
+
+
+def make_loader(
+    dataset: SliceDataset,
+    *,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    weights: torch.Tensor | None = None,
+    shuffle: bool = False,
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    sampler = None
+    if weights is not None:
+        sampler = WeightedRandomSampler(
+            weights, len(weights), replacement=True, generator=generator
+        )
+        shuffle = False
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        num_workers=num_workers,
+        generator=generator,
+        drop_last=False,
+        persistent_workers=False,
+    )
+
+
+def _autocast(device: torch.device, amp: bool):
+    if device.type == "cuda" and amp:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
+
+
+def train_one_epoch(
+    model: StrokeNet,
+    loader: DataLoader,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    set_lr: Callable[[float], float],
+    epoch: int,
+    amp: bool,
+    grad_clip: float,
+    channels_last: bool,
+    progress: tqdm | None = None,
+) -> dict[str, float]:
+    """One pass over the loader; returns mean loss, images per second and the last learning rate."""
+    model.train()
+    scaler = torch.amp.GradScaler(
+        "cuda", enabled=device.type == "cuda" and amp and not torch.cuda.is_bf16_supported()
+    )
+    total_loss, seen, lr = 0.0, 0, 0.0
+    start = time.perf_counter()
+    for step, (images, labels) in enumerate(loader):
+        lr = set_lr(epoch + step / len(loader))
+        images = _to_device(images, device, channels_last)
+        labels = labels.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            loss = loss_fn(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], grad_clip
+            )
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += float(loss.detach()) * len(labels)
+        seen += len(labels)
+        if progress is not None:
+            rate = seen / max(1e-9, time.perf_counter() - start)
+            progress.update(len(labels))
+            progress.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{rate:.1f}")
+    elapsed = time.perf_counter() - start
+    return {"train_loss": total_loss / max(1, seen), "images_per_s": seen / elapsed, "lr": lr}
+
+
+def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+@torch.inference_mode()
+def evaluate(
+    model: StrokeNet,
+    loader: DataLoader,
+    *,
+    device: torch.device,
+    views: Sequence[str] = ("identity",),
+    amp: bool = True,
+    channels_last: bool = True,
+) -> np.ndarray:
+    """Stroke probability per example: the mean over test-time views of sigmoid(logit)."""
+    model.eval()
+    transforms = build_views(tuple(views))
+    probabilities = []
+    for images, _ in loader:
+        images = _to_device(images, device, channels_last)
+        with _autocast(device, amp):
+            batch = torch.stack([torch.sigmoid(model(t(images)).float()) for t in transforms])
+        probabilities.append(batch.mean(dim=0).reshape(-1).cpu())
+    return torch.cat(probabilities).numpy() if probabilities else np.zeros(0)
+
+
+def train_fold(
+    data: FoldData, cfg: TrainConfig, device: torch.device, log_path: Path, progress: bool = True
+) -> tuple[FoldResult, dict[str, torch.Tensor]]:
+    """Train one fold from the pretrained backbone; return its result and best weights."""
+    start = time.perf_counter()
+    seed = cfg.seed + data.fold
+    seed_everything(seed, cfg.deterministic)
+    built = build_model(
+        cfg.backbone,
+        in_chans=cfg.in_chans,
+        pretrained=cfg.pretrained,
+        pretrained_file=cfg.pretrained_file,
+        head_hidden=cfg.head_hidden,
+        dropout=cfg.dropout,
+    )
+    model = built.model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = build_loss(
+        cfg.loss,
+        **({"alpha": cfg.focal_alpha, "gamma": cfg.focal_gamma} if cfg.loss == "focal" else {}),
+    )
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(model.backbone.parameters()), "lr": cfg.lr, "peak": cfg.lr},
+            {"params": list(model.head.parameters()), "lr": cfg.head_lr, "peak": cfg.head_lr},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    warmup = min(1.0, cfg.warmup_epochs / cfg.epochs)
+
+    def set_lr(epoch_progress: float) -> float:
+        factor = lr_factor(epoch_progress / cfg.epochs, warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak"] * factor
+        return optimizer.param_groups[0]["lr"]
+
+    def loader(rows: Sequence[int], augment: bool, weights=None, shuffle=False) -> DataLoader:
+        dataset = SliceDataset(
+            data.images,
+            data.labels,
+            rows,
+            in_chans=cfg.in_chans,
+            mean=built.mean,
+            std=built.std,
+            augment=build_augment(cfg.augment, seed) if augment else None,
+        )
+        return make_loader(
+            dataset,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            seed=seed,
+            weights=weights,
+            shuffle=shuffle,
+        )
+
+    val_loader = loader(data.val_rows, augment=False)
+    val_labels = data.labels[data.val_rows]
+    rng = np.random.default_rng(seed)
+    train_rows = list(data.train_rows)
+    mined = 0
+    best: dict[str, object] = {"value": -math.inf}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        for epoch in range(cfg.epochs):
+            model.freeze_backbone(epoch < cfg.freeze_epochs)
+            rows, weights = balanced_rows(train_rows, data.labels, cfg.balance, rng)
+            train_loader = loader(rows, augment=True, weights=weights, shuffle=weights is None)
+            bar = tqdm(
+                total=len(rows),
+                desc=f"fold {data.fold} epoch {epoch + 1}/{cfg.epochs}",
+                unit="img",
+                disable=not progress,
+                leave=False,
+            )
+            stats = train_one_epoch(
+                model,
+                train_loader,
+                loss_fn,
+                optimizer,
+                device=device,
+                set_lr=set_lr,
+                epoch=epoch,
+                amp=cfg.amp,
+                grad_clip=cfg.grad_clip,
+                channels_last=cfg.channels_last,
+                progress=bar,
+            )
+            val_prob = evaluate(
+                model, val_loader, device=device, amp=cfg.amp, channels_last=cfg.channels_last
+            )
+            val = _validation_scores(val_labels, val_prob, loss_fn)
+            bar.set_postfix(loss=f"{stats['train_loss']:.4f}", val_auc=_fmt(val["val_roc_auc"]))
+            bar.close()
+            chosen_on, value = _criterion(val)
+            if value > best["value"]:
+                best = {
+                    "value": value,
+                    "epoch": epoch + 1,
+                    "chosen_on": chosen_on,
+                    "state": copy.deepcopy(model.state_dict()),
+                }
+            added = 0
+            if cfg.hnm_epoch and epoch + 1 == cfg.hnm_epoch and epoch + 1 < cfg.epochs:
+                hard = _mine(model, data, loader, device, cfg)
+                mined, added = len(hard), len(hard) * cfg.hnm_copies
+                train_rows += hard * cfg.hnm_copies
+            row = {
+                "fold": data.fold,
+                "epoch": epoch + 1,
+                "frozen_backbone": epoch < cfg.freeze_epochs,
+                **stats,
+                **val,
+                "hard_examples_added": added,
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            print(
+                f"fold {data.fold} epoch {epoch + 1}/{cfg.epochs}: loss {stats['train_loss']:.4f}"
+                f" val_auc {_fmt(val['val_roc_auc'])} {stats['images_per_s']:.1f} img/s",
+                flush=True,
+            )
+    model.load_state_dict(best["state"])
+    views = cfg.tta_views
+    val_final = evaluate(
+        model, val_loader, device=device, views=views, amp=cfg.amp, channels_last=cfg.channels_last
+    )
+    holdout = (
+        evaluate(
+            model,
+            loader(data.holdout_rows, augment=False),
+            device=device,
+            views=views,
+            amp=cfg.amp,
+            channels_last=cfg.channels_last,
+        )
+        if data.holdout_rows
+        else np.zeros(0)
+    )
+    result = FoldResult(
+        fold=data.fold,
+        best_epoch=int(best["epoch"]),
+        chosen_on=str(best["chosen_on"]),
+        best_value=float(best["value"]),
+        val_probabilities=[float(p) for p in val_final],
+        holdout_probabilities=[float(p) for p in holdout],
+        hard_examples_mined=mined,
+        seconds=round(time.perf_counter() - start, 1),
+        weights_source=built.weights_source,
+        mean=list(built.mean),
+        std=list(built.std),
+    )
+    state = {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}
+    return result, state
+
+
+def _mine(model, data: FoldData, loader, device: torch.device, cfg: TrainConfig) -> list[int]:
+    """Rows of the fold's training part that the model, as it stands, gets wrong."""
+    scores = evaluate(
+        model,
+        loader(data.train_rows, augment=False),
+        device=device,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
+    )
+    picked = select_hard_examples(
+        data.labels[data.train_rows], scores, mode=cfg.hnm_mode, threshold=cfg.hnm_threshold
+    )
+    return [data.train_rows[i] for i in picked]
+
+
+def _validation_scores(
+    labels: np.ndarray, probabilities: np.ndarray, loss_fn: torch.nn.Module
+) -> dict[str, float | None]:
+    p = np.clip(probabilities, 1e-6, 1 - 1e-6)
+    logits = torch.from_numpy(np.log(p / (1 - p)))
+    loss = float(loss_fn(logits, torch.from_numpy(labels.astype(np.float32))))
+    try:
+        auc = metrics.roc_auc(labels, probabilities)
+    except ValueError:  # a fold without one of the classes has no AUC
+        auc = None
+    return {"val_loss": loss, "val_roc_auc": auc}
+
+
+def _criterion(val: dict[str, float | None]) -> tuple[str, float]:
+    if val["val_roc_auc"] is not None:
+        return "val_roc_auc", float(val["val_roc_auc"])
+    return "val_loss", -float(val["val_loss"])
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -1,0 +1,218 @@
+"""A full tiny `ml train` on phantoms: the bundle, its honesty checks, resume and refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from ml import metrics
+from ml.bundle import BundleError, load_bundle
+from ml.cache import to_square
+from ml.cli import main
+from ml.config import load_config, make_config
+from ml.models import build_model
+from ml.pipeline import BadDataError, prepare, run_training
+from ml.readers import read_slice
+from ml.transforms import to_tensor
+from ml.tta import build_views
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_bundle_holds_every_promised_file(tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    expected = {"config.yaml", "oof.csv", "metrics.json", "split.json", "audit.json", "report.md"}
+    expected |= {f"fold_{k}.safetensors" for k in (1, 2, 3)}
+    expected |= {f"logs/fold_{k}.jsonl" for k in (1, 2, 3)}
+    assert expected <= set(bundle.manifest["files"])
+    assert bundle.manifest["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert bundle.manifest["data"]["patients"] == {"Normal": 6, "Stroke": 6}
+    assert bundle.audit["ok"] and bundle.audit["patients_in_several_parts"] == 0
+    assert len(bundle.id) == 16
+
+
+def test_oof_has_every_slice_once_in_its_patients_fold(
+    tiny_bundle: Path, phantom_data: Path
+) -> None:
+    rows = _rows(tiny_bundle / "oof.csv")
+    on_disk = sorted(p.relative_to(phantom_data).as_posix() for p in phantom_data.rglob("*.png"))
+    assert sorted(r["path"] for r in rows) == on_disk
+    split = json.loads((tiny_bundle / "split.json").read_text())
+    for row in rows:
+        assert row["patient_id"] in split[f"fold_{row['fold']}"]
+        assert row["label"] == ("1" if row["path"].startswith("Stroke/") else "0")
+    folds_of_patient = {}
+    for row in rows:
+        folds_of_patient.setdefault(row["patient_id"], set()).add(row["fold"])
+    assert all(len(f) == 1 for f in folds_of_patient.values())
+
+
+def test_metrics_agree_with_the_oof_file(tiny_bundle: Path) -> None:
+    rows = _rows(tiny_bundle / "oof.csv")
+    y = [int(r["label"]) for r in rows]
+    p = [float(r["probability"]) for r in rows]
+    saved = json.loads((tiny_bundle / "metrics.json").read_text())
+    assert saved["slice"]["roc_auc"] == pytest.approx(metrics.roc_auc(y, p), abs=1e-5)
+    _, py, pp = metrics.patient_scores([r["patient_id"] for r in rows], y, p, "mean")
+    assert saved["patient"]["roc_auc"] == pytest.approx(metrics.roc_auc(py, pp), abs=1e-5)
+    assert saved["patient"]["n"] == 12
+    low, high = saved["slice"]["roc_auc_ci95"]
+    assert low <= saved["slice"]["roc_auc"] <= high
+    assert saved["operating_point"]["chosen_on"] == "out-of-fold predictions"
+    assert "optimistic" in saved["checkpoint_selection"]
+
+
+def test_kept_checkpoint_is_the_best_validation_epoch(tiny_bundle: Path) -> None:
+    cfg = load_config(tiny_bundle / "config.yaml")
+    for fold in (1, 2, 3):
+        text = (tiny_bundle / f"logs/fold_{fold}.jsonl").read_text()
+        log = [json.loads(line) for line in text.splitlines()]
+        assert [row["epoch"] for row in log] == list(range(1, cfg.epochs + 1))
+        assert log[0]["frozen_backbone"] and not log[-1]["frozen_backbone"]
+        with safe_open(str(tiny_bundle / f"fold_{fold}.safetensors"), "pt") as handle:
+            meta = handle.metadata()
+        if meta["chosen_on"] == "val_roc_auc":
+            aucs = [row["val_roc_auc"] for row in log]
+            assert int(meta["epoch"]) == 1 + int(np.argmax(aucs))
+        mined = [row["hard_examples_added"] for row in log]
+        assert mined[cfg.hnm_epoch - 1] >= 0 and sum(mined[cfg.hnm_epoch :]) == 0
+
+
+def test_fold_weights_reproduce_the_stored_oof_probability(
+    tiny_bundle: Path, phantom_data: Path
+) -> None:
+    """Raw file -> reader -> resize -> normalise -> fold model with TTA equals oof.csv."""
+    bundle = load_bundle(tiny_bundle)
+    cfg = load_config(tiny_bundle / "config.yaml")
+    norm = bundle.manifest["normalisation"]
+    views = build_views(cfg.tta_views)
+    for fold in (1, 3):
+        row = next(r for r in _rows(tiny_bundle / "oof.csv") if r["fold"] == str(fold))
+        model = build_model(cfg.backbone, head_hidden=cfg.head_hidden, dropout=cfg.dropout).model
+        model.load_state_dict(load_file(str(bundle.fold_weights(fold))))
+        model.eval()
+        pixels = read_slice(phantom_data / row["path"], windows=cfg.windows).pixels
+        x = to_tensor(to_square(pixels, cfg.image_size), cfg.in_chans, norm["mean"], norm["std"])
+        with torch.inference_mode():
+            p = torch.stack([torch.sigmoid(model(v(x[None]))) for v in views]).mean().item()
+        assert p == pytest.approx(float(row["probability"]), abs=1e-4)
+
+
+def test_a_changed_file_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bundle, copy)
+    load_bundle(copy)
+    with (copy / "oof.csv").open("a") as handle:
+        handle.write("extra,row\n")
+    with pytest.raises(BundleError, match=r"oof\.csv"):
+        load_bundle(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="--resume"):
+        load_bundle(copy)
+
+
+def test_resume_retrains_only_missing_folds_and_is_deterministic(
+    tiny_bundle: Path, phantom_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    copy = tmp_path / "resumed"
+    shutil.copytree(tiny_bundle, copy)
+    (copy / "fold_2.safetensors").unlink()
+    (copy / "logs/fold_2.result.json").unlink()
+    (copy / "manifest.json").unlink()
+    cfg = load_config(copy / "config.yaml")
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_training(phantom_data, copy, cfg, cache_dir=tmp_path / "c", progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        other = make_config("test", seed=cfg.seed + 1)
+        run_training(phantom_data, copy, other, resume=True, progress=False)
+    run_training(phantom_data, copy, cfg, resume=True, cache_dir=tmp_path / "c", progress=False)
+    out = capsys.readouterr().out
+    assert "fold 1: already trained" in out and "fold 3: already trained" in out
+    assert "fold 2 epoch 1/" in out
+    # Same seed, same data, CPU: the retrained fold's weights and predictions are bit-identical
+    # (the bundle id differs: its logs record wall time).
+    again, before = (
+        load_file(str(copy / "fold_2.safetensors")),
+        load_file(str(tiny_bundle / "fold_2.safetensors")),
+    )
+    assert all(torch.equal(again[k], before[k]) for k in before)
+    assert (copy / "oof.csv").read_text() == (tiny_bundle / "oof.csv").read_text()
+    load_bundle(copy)
+
+
+def test_patient_overlap_refuses_to_train(phantom_data: Path, tmp_path: Path) -> None:
+    files = sorted(p.relative_to(phantom_data).as_posix() for p in phantom_data.rglob("*.png"))
+    split = tmp_path / "leaky.csv"
+    # A slice-level split, as notebooks often make: slices of one patient land in several folds.
+    split.write_text("path,fold\n" + "".join(f"{f},{i % 3 + 1}\n" for i, f in enumerate(files)))
+    out = tmp_path / "leaky-bundle"
+    code = main(
+        ["train", "--data", str(phantom_data), "--preset", "test", "--out", str(out),
+         "--split", str(split), "--quiet", "--cache-dir", str(tmp_path / "c")]
+    )  # fmt: skip
+    assert code == 2
+    assert not list(out.glob("fold_*.safetensors"))
+    audit = json.loads((out / "audit.json").read_text())
+    assert audit["patients_in_several_parts"] == 12
+
+
+def _with_bad_files(phantom_data: Path, root: Path) -> Path:
+    shutil.copytree(phantom_data, root)
+    (root / "Normal/99 (1).png").write_text("I am text, not a PNG")
+    good = (root / "Stroke/7 (1).png").read_bytes()
+    (root / "Stroke/98 (1).png").write_bytes(good[: len(good) // 2])
+    (root / "Normal/97 (1).png").write_bytes(b"")
+    return root
+
+
+def test_bad_files_are_reported_or_stop_a_strict_run(phantom_data: Path, tmp_path: Path) -> None:
+    root = _with_bad_files(phantom_data, tmp_path / "data")
+    cfg = make_config("test")
+    prepared = prepare(root, cfg, cache_dir=None, progress=False)
+    bad = {prepared.dataset.records[i].rel_path: why for i, why in prepared.decoded.bad}
+    assert set(bad) == {"Normal/99 (1).png", "Stroke/98 (1).png", "Normal/97 (1).png"}
+    assert "not a PNG, JPEG or DICOM" in bad["Normal/99 (1).png"]
+    assert len(prepared.records) == 48
+    with pytest.raises(BadDataError, match="3 file"):
+        prepare(root, cfg, strict=True, cache_dir=None, progress=False)
+
+
+def test_holdout_run_with_bad_files_completes(phantom_data: Path, tmp_path: Path) -> None:
+    root = _with_bad_files(phantom_data, tmp_path / "data")
+    out = tmp_path / "held"
+    cfg = make_config("test", holdout_frac=0.2, folds=2, epochs=1, hnm_epoch=0)
+    run_training(root, out, cfg, cache_dir=None, progress=False)
+    report = (out / "report.md").read_text()
+    assert "Unreadable files skipped: 3" in report and "`Normal/99 (1).png`" in report
+    held = _rows(out / "holdout.csv")
+    oof_patients = {r["patient_id"] for r in _rows(out / "oof.csv")}
+    held_patients = {r["patient_id"] for r in held}
+    assert len(held_patients) == 2 and not held_patients & oof_patients
+    assert {r["fold"] for r in held} == {"holdout"}
+    bundle = load_bundle(out)
+    assert bundle.metrics["holdout"]["slice"]["n"] == len(held)
+    assert bundle.manifest["data"]["unreadable_files"] == 3
+
+
+def test_decoded_slices_are_cached(phantom_data: Path, tmp_path: Path) -> None:
+    cfg = make_config("test")
+    first = prepare(phantom_data, cfg, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.npy"))) == 1
+    second = prepare(phantom_data, cfg, cache_dir=tmp_path, progress=False)
+    assert isinstance(second.decoded.images, np.memmap)
+    np.testing.assert_array_equal(first.decoded.images, second.decoded.images)
+    prepare(phantom_data, make_config("test", image_size=32), cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.npy"))) == 2  # another size is another cache entry
