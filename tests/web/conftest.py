@@ -1,0 +1,53 @@
+"""Web fixtures: an app on its own temporary database, migrated like production."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask_migrate import upgrade
+
+from config import TestConfig
+from webapp import create_app
+
+
+@pytest.fixture
+def bundle_dir(tiny_bundle: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "bundles"
+    shutil.copytree(tiny_bundle, folder / "tiny")
+    return folder
+
+
+def _make_app(tmp_path: Path, bundle_dir: Path, active: str) -> Flask:
+    class Config(TestConfig):
+        SQLALCHEMY_DATABASE_URI = f"sqlite:///{tmp_path / 'test.sqlite3'}"
+        BUNDLE_DIR = bundle_dir
+        ACTIVE_BUNDLE = active
+
+    app = create_app(Config)
+    with app.app_context():
+        upgrade()
+    return app
+
+
+@pytest.fixture
+def app(tmp_path: Path, bundle_dir: Path) -> Iterator[Flask]:
+    yield _make_app(tmp_path, bundle_dir, "tiny")
+
+
+@pytest.fixture
+def app_without_bundle(tmp_path: Path) -> Flask:
+    return _make_app(tmp_path, tmp_path / "no-bundles", "missing")
+
+
+@pytest.fixture
+def client(app: Flask):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask):
+    return app.test_cli_runner()

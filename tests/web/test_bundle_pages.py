@@ -1,0 +1,75 @@
+"""The model pages: the active bundle's card, the bundle list, and honest failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import Flask
+
+from ml.bundle import load_bundle
+from webapp.extensions import db
+
+
+def test_index_shows_the_active_bundle_card(client, bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir / "tiny")
+    page = client.get("/").get_data(as_text=True)
+    assert bundle.id in page
+    assert "test_efficientnet" in page
+    assert "Not for clinical use" in page
+    slice_auc = bundle.metrics["slice"]["roc_auc"]
+    assert f"{slice_auc:.3f}" in page
+    assert "patients it did not see" in page
+    assert "optimistic" in page  # the checkpoint-selection caveat travels to the page
+
+
+def test_page_never_offers_a_prediction(client) -> None:
+    page = client.get("/").get_data(as_text=True)
+    assert "<form" not in page and 'type="file"' not in page
+    assert "not part of this version" in page
+
+
+def test_no_bundle_is_said_plainly(app_without_bundle: Flask) -> None:
+    response = app_without_bundle.test_client().get("/")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "No model bundle is loaded" in page
+    assert "make run" in page
+
+
+def test_a_tampered_bundle_is_not_loaded(tmp_path: Path, bundle_dir: Path) -> None:
+    from tests.web.conftest import _make_app
+
+    metrics = bundle_dir / "tiny" / "metrics.json"
+    data = json.loads(metrics.read_text())
+    data["slice"]["roc_auc"] = 0.99  # someone improving the figures by hand
+    metrics.write_text(json.dumps(data))
+    page = _make_app(tmp_path, bundle_dir, "tiny").test_client().get("/").get_data(as_text=True)
+    assert "No model bundle is loaded" in page
+    assert "metrics.json" in page
+
+
+def test_sync_registers_bundles_once_and_lists_them(app: Flask, runner, client) -> None:
+    first = runner.invoke(args=["bundles", "sync"])
+    assert first.exit_code == 0 and "registered tiny" in first.output
+    second = runner.invoke(args=["bundles", "sync"])
+    assert "registered" not in second.output
+    with app.app_context():
+        assert db.session.scalar(sa.text("select count(*) from bundles")) == 1
+    page = client.get("/models").get_data(as_text=True)
+    assert "tiny" in page and "active" in page
+
+
+def test_bundle_detail_and_404(client, bundle_dir: Path) -> None:
+    bundle_id = load_bundle(bundle_dir / "tiny").id
+    assert client.get(f"/models/{bundle_id}").status_code == 200
+    assert client.get("/models/0000000000000000").status_code == 404
+
+
+def test_schema_comes_from_migrations(app: Flask) -> None:
+    with app.app_context():
+        tables = set(sa.inspect(db.engine).get_table_names())
+        assert {"bundles", "alembic_version"} <= tables
+        assert db.session.scalar(sa.text("pragma foreign_keys")) == 1
+        assert db.session.scalar(sa.text("pragma journal_mode")) == "wal"
