@@ -1,0 +1,46 @@
+"""Routes of the model pages."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, render_template
+
+from ml.bundle import Bundle
+from webapp.bundle_store import active_bundle, installed_bundles
+from webapp.extensions import db
+from webapp.models import BundleRecord
+
+bp = Blueprint("bundles", __name__)
+
+
+def get_bundle_or_404(bundle_id: str) -> Bundle:
+    for bundle in installed_bundles(current_app.config["BUNDLE_DIR"]):
+        if bundle.id == bundle_id:
+            return bundle
+    abort(404)
+
+
+@bp.get("/")
+def index() -> str:
+    """The active bundle's model card, or why no bundle is loaded."""
+    bundle, problem = active_bundle()
+    card = bundle.card() if bundle else None
+    return render_template("bundles/card.html", card=card, problem=problem, active=True)
+
+
+@bp.get("/models")
+def listing() -> str:
+    """Bundles registered in this deployment's database."""
+    records = db.session.scalars(db.select(BundleRecord).order_by(BundleRecord.registered_at))
+    bundle, _ = active_bundle()
+    return render_template(
+        "bundles/list.html", records=list(records), active_id=bundle.id if bundle else None
+    )
+
+
+@bp.get("/models/<bundle_id>")
+def detail(bundle_id: str) -> str:
+    """The model card of one installed bundle."""
+    bundle = get_bundle_or_404(bundle_id)
+    active, _ = active_bundle()
+    is_active = active is not None and active.id == bundle.id
+    return render_template("bundles/card.html", card=bundle.card(), problem=None, active=is_active)
