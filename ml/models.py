@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ml import weights
+from ml.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,18 @@ def build_model(
     cfg = timm.get_pretrained_cfg(backbone) or net.pretrained_cfg
     mean, std = _normalisation(cfg, in_chans)
     return BuiltModel(StrokeNet(net, head_hidden, dropout), description, mean, std)
+
+
+def build_from_config(cfg: TrainConfig) -> BuiltModel:
+    """The model a training config describes, with its pretrained backbone."""
+    return build_model(
+        cfg.backbone,
+        in_chans=cfg.in_chans,
+        pretrained=cfg.pretrained,
+        pretrained_file=cfg.pretrained_file,
+        head_hidden=cfg.head_hidden,
+        dropout=cfg.dropout,
+    )
 
 
 def _normalisation(cfg: object, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -111,12 +111,15 @@ def run_training(
 ) -> Path:
     """Train every fold (skipping finished ones on --resume) and write the bundle."""
     from ml import train  # torch is imported only when training really starts
+    from ml.models import build_from_config
 
+    build_from_config(cfg)  # missing weights or a bad backbone fail now, not after decoding
     out = Path(out)
-    _prepare_out(out, cfg, resume)
+    _check_out(out, cfg, resume)
     prepared = prepare(
         source, cfg, strict=strict, split_file=split_file, cache_dir=cache_dir, progress=progress
     )
+    _start_out(out, cfg)
     _write_json(out / "audit.json", prepared.audit)
     splits.refuse_leaks(prepared.audit)
     fold_count = int(prepared.parts.max())
@@ -134,17 +137,22 @@ def run_training(
     return out
 
 
-def _prepare_out(out: Path, cfg: TrainConfig, resume: bool) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not resume:
-            raise FileExistsError(
-                f"{out} exists; pass --resume to continue it, or choose another --out"
-            )
-        saved = out / "config.yaml"
-        if saved.is_file() and load_config(saved).digest() != cfg.digest():
-            raise ValueError(f"{out} was started with another configuration; cannot resume it")
-        (out / "manifest.json").unlink(missing_ok=True)  # the bundle is rewritten at the end
+def _check_out(out: Path, cfg: TrainConfig, resume: bool) -> None:
+    """Refuse, before any work, to overwrite a run or to resume one made with another config."""
+    if not (out.exists() and any(out.iterdir())):
+        return
+    if not resume:
+        raise FileExistsError(
+            f"{out} exists; pass --resume to continue it, or choose another --out"
+        )
+    saved = out / "config.yaml"
+    if saved.is_file() and load_config(saved).digest() != cfg.digest():
+        raise ValueError(f"{out} was started with another configuration; cannot resume it")
+
+
+def _start_out(out: Path, cfg: TrainConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # an unfinished bundle must not load
     save_config(cfg, out / "config.yaml")
 
 

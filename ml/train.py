@@ -25,7 +25,7 @@ from ml import metrics
 from ml.config import TrainConfig
 from ml.hnm import select_hard_examples
 from ml.losses import build_loss
-from ml.models import StrokeNet, build_model
+from ml.models import StrokeNet, build_from_config
 from ml.transforms import SliceDataset, build_augment
 from ml.tta import build_views
 
@@ -216,14 +216,7 @@ def train_fold(
     start = time.perf_counter()
     seed = cfg.seed + data.fold
     seed_everything(seed, cfg.deterministic)
-    built = build_model(
-        cfg.backbone,
-        in_chans=cfg.in_chans,
-        pretrained=cfg.pretrained,
-        pretrained_file=cfg.pretrained_file,
-        head_hidden=cfg.head_hidden,
-        dropout=cfg.dropout,
-    )
+    built = build_from_config(cfg)
     model = built.model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

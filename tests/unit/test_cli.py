@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,8 @@ def test_train_help_documents_every_config_field() -> None:
     text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     for field in dataclasses.fields(TrainConfig):
         assert field.name in text
-    for flag in ("--data", "--preset", "--out", "--holdout-frac", "--resume", "--strict", "--split"):
-        assert flag in text
+    flags = ("--data", "--preset", "--out", "--holdout-frac", "--resume", "--strict", "--split")
+    assert all(flag in text for flag in flags)
 
 
 def test_help_runs_as_a_module() -> None:
@@ -45,9 +46,12 @@ def test_class_map_parsing() -> None:
 def test_user_errors_print_a_sentence_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    code = main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "b")])
+    code = main(
+        ["train", "--data", str(tmp_path / "nowhere"), "--preset", "test", "--out", str(tmp_path)]
+    )
     assert code == 2
     assert "neither a dataset folder nor a .csv manifest" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # a failed start leaves nothing that blocks a retry
     assert main(["info", str(tmp_path)]) == 2
     assert "no manifest.json" in capsys.readouterr().err
 
@@ -70,3 +74,18 @@ def test_audit_reports_without_training(
     assert code == 0
     assert '"patients_in_several_parts": 0' in out and '"holdout"' in out
     assert not list(tmp_path.glob("fold_*"))
+
+
+def test_missing_hub_weights_stop_before_any_work(
+    phantom_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "b3"
+    start = time.monotonic()
+    code = main(
+        ["train", "--data", str(phantom_data), "--preset", "reference", "--out", str(out),
+         "--cache-dir", str(tmp_path / "cache")]
+    )  # fmt: skip
+    assert code == 2
+    assert time.monotonic() - start < 15
+    assert "--pretrained-file" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "cache").exists()
