@@ -21,7 +21,7 @@ TCMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal
 	/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
 WITH_ALLOCATOR := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC),)
 
-.PHONY: setup run test lint format demo tcmalloc clean
+.PHONY: setup run train test lint format demo tcmalloc clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,15 @@ $(DEMO_BUNDLE)/manifest.json: | $(STAMP)
 	$(WITH_ALLOCATOR) $(PY) -m ml train --data $(DEMO_DATA) --preset demo --out $(DEMO_BUNDLE) \
 		--resume --quiet --note "$(DEMO_NOTE)" >/dev/null
 	$(PY) -m ml info $(DEMO_BUNDLE)
+
+# Your own data: make train DATA=path/to/dataset [PRESET=cpu] [NAME=cpu] [ARGS="--holdout-frac 0.1"]
+# Rerunning the same command continues an interrupted run (finished folds are kept).
+PRESET ?= cpu
+NAME ?= $(PRESET)
+train: setup tcmalloc
+	@test -n "$(DATA)" || { echo "usage: make train DATA=path/to/dataset [PRESET=cpu] [NAME=cpu]"; exit 2; }
+	$(WITH_ALLOCATOR) $(PY) -m ml train --data "$(DATA)" --preset $(PRESET) --out bundles/$(NAME) \
+		--resume $(ARGS)
 
 run: setup tcmalloc
 	@$(MAKE) --no-print-directory demo
