@@ -49,7 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_data_options(parser: argparse.ArgumentParser) -> None:
+def _add_data_command(
+    commands: argparse._SubParsersAction, name: str, help_text: str
+) -> argparse.ArgumentParser:
+    """A subcommand that reads a dataset under a configuration (train, audit)."""
+    parser = commands.add_parser(
+        name,
+        help=help_text,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config fields (--set FIELD=VALUE):\n" + configuration.describe_fields(),
+    )
     parser.add_argument(
         "--data",
         type=Path,
@@ -76,21 +85,21 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         "--split", type=Path, help="CSV path,fold (fold 1..K or holdout) to reuse a split"
     )
     parser.add_argument(
-        "--cache-dir", type=Path, default=Path(".cache") / "slices", help="decoded-slice cache"
+        "--cache-dir",
+        type=Path,
+        default=configuration.DEFAULT_CACHE_DIR,
+        help="decoded-slice cache",
     )
     parser.add_argument("--no-cache", action="store_true", help="decode without the cache")
-    for flag, (_, kind, help_text) in TRAIN_FLAGS.items():
-        parser.add_argument(flag, type=kind, help=help_text)
+    for flag, (_, kind, flag_help) in TRAIN_FLAGS.items():
+        parser.add_argument(flag, type=kind, help=flag_help)
+    return parser
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
-    train = commands.add_parser(
-        "train",
-        help="train a patient-grouped K-fold ensemble into a bundle",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config fields (--set FIELD=VALUE):\n" + configuration.describe_fields(),
+    train = _add_data_command(
+        commands, "train", "train a patient-grouped K-fold ensemble into a bundle"
     )
-    _add_data_options(train)
     train.add_argument("--out", type=Path, required=True, help="bundle folder, e.g. bundles/cpu")
     train.add_argument("--resume", action="store_true", help="keep folds already trained")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -103,13 +112,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_audit(commands: argparse._SubParsersAction) -> None:
-    audit = commands.add_parser(
-        "audit",
-        help="data summary and leakage audit of the split, without training",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="config fields (--set FIELD=VALUE):\n" + configuration.describe_fields(),
-    )
-    _add_data_options(audit)
+    _add_data_command(commands, "audit", "data summary and leakage audit of the split, no training")
 
 
 def config_from_args(args: argparse.Namespace) -> configuration.TrainConfig:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 PRESET_DIR = Path(__file__).with_name("presets")
+DEFAULT_CACHE_DIR = Path(".cache") / "slices"  # decoded slices, relative to the working folder
 
 DEFAULT_PATIENT_REGEX = r"^(?P<patient>\d+)\s*\((?P<slice>\d+)\)"
 DEFAULT_CLASS_MAP = {

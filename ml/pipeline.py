@@ -18,12 +18,10 @@ import numpy as np
 from ml import report, splits
 from ml.bundle import write_manifest
 from ml.cache import DecodedSet, decode_all
-from ml.config import TrainConfig, load_config, save_config
+from ml.config import DEFAULT_CACHE_DIR, TrainConfig, load_config, save_config
 from ml.data import Dataset, SliceRecord, load_dataset
 from ml.errors import UserError
 from ml.hashing import sha256_lines
-
-DEFAULT_CACHE_DIR = Path(".cache") / "slices"
 
 
 class BadDataError(UserError):
@@ -177,6 +175,7 @@ def _train_and_save(train, prepared: Prepared, fold: int, cfg, device, out: Path
         "chosen_on": result.chosen_on,
         "value": f"{result.best_value:.6f}",
         "config_digest": cfg.digest(),
+        "config": json.dumps(cfg.to_dict(), sort_keys=True),  # the checkpoint explains itself
     }
     save_file(state, str(out / f"fold_{fold}.safetensors"), metadata=metadata)
     state_record = {**asdict(result), "config_digest": cfg.digest(), "data": prepared.fingerprint}

@@ -209,104 +209,143 @@ def evaluate(
     return torch.cat(probabilities).numpy() if probabilities else np.zeros(0)
 
 
-def train_fold(
-    data: FoldData, cfg: TrainConfig, device: torch.device, log_path: Path, progress: bool = True
-) -> tuple[FoldResult, dict[str, torch.Tensor]]:
-    """Train one fold from the pretrained backbone; return its result and best weights."""
-    start = time.perf_counter()
-    seed = cfg.seed + data.fold
-    seed_everything(seed, cfg.deterministic)
-    built = build_from_config(cfg)
-    model = built.model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loss_fn = build_loss(
-        cfg.loss,
-        **({"alpha": cfg.focal_alpha, "gamma": cfg.focal_gamma} if cfg.loss == "focal" else {}),
-    )
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": list(model.backbone.parameters()), "lr": cfg.lr, "peak": cfg.lr},
-            {"params": list(model.head.parameters()), "lr": cfg.head_lr, "peak": cfg.head_lr},
-        ],
-        weight_decay=cfg.weight_decay,
-    )
-    warmup = min(1.0, cfg.warmup_epochs / cfg.epochs)
+class _Fold:
+    """One fold's model, optimiser and loaders: the parts `train_fold` puts in order."""
 
-    def set_lr(epoch_progress: float) -> float:
-        factor = lr_factor(epoch_progress / cfg.epochs, warmup)
-        for group in optimizer.param_groups:
+    def __init__(self, data: FoldData, cfg: TrainConfig, device: torch.device) -> None:
+        self.data, self.cfg, self.device = data, cfg, device
+        self.seed = cfg.seed + data.fold
+        seed_everything(self.seed, cfg.deterministic)
+        self.built = build_from_config(cfg)
+        self.model = self.built.model.to(device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        focal = {"alpha": cfg.focal_alpha, "gamma": cfg.focal_gamma}
+        self.loss_fn = build_loss(cfg.loss, **(focal if cfg.loss == "focal" else {}))
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": list(self.model.backbone.parameters()), "peak": cfg.lr},
+                {"params": list(self.model.head.parameters()), "peak": cfg.head_lr},
+            ],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
+        self.warmup = min(1.0, cfg.warmup_epochs / cfg.epochs)
+        self.rng = np.random.default_rng(self.seed)  # oversampling draws
+
+    def set_lr(self, epoch_progress: float) -> float:
+        """Learning rates at a fractional epoch; returns the backbone's."""
+        factor = lr_factor(epoch_progress / self.cfg.epochs, self.warmup)
+        for group in self.optimizer.param_groups:
             group["lr"] = group["peak"] * factor
-        return optimizer.param_groups[0]["lr"]
+        return self.optimizer.param_groups[0]["lr"]
 
-    def loader(rows: Sequence[int], augment: bool, weights=None, shuffle=False) -> DataLoader:
+    def loader(
+        self,
+        rows: Sequence[int],
+        *,
+        augment: bool = False,
+        weights: torch.Tensor | None = None,
+        epoch: int = 0,
+    ) -> DataLoader:
+        """Training loaders draw a new order and new augmentations each epoch, repeatably."""
+        cfg = self.cfg
+        epoch_seed = self.seed * 1000 + epoch
         dataset = SliceDataset(
-            data.images,
-            data.labels,
+            self.data.images,
+            self.data.labels,
             rows,
             in_chans=cfg.in_chans,
-            mean=built.mean,
-            std=built.std,
-            augment=build_augment(cfg.augment, seed) if augment else None,
+            mean=self.built.mean,
+            std=self.built.std,
+            augment=build_augment(cfg.augment, epoch_seed) if augment else None,
         )
         return make_loader(
             dataset,
             batch_size=cfg.batch_size,
             num_workers=cfg.num_workers,
-            seed=seed,
+            seed=epoch_seed,
             weights=weights,
-            shuffle=shuffle,
+            shuffle=augment and weights is None,
         )
 
-    val_loader = loader(data.val_rows, augment=False)
-    val_labels = data.labels[data.val_rows]
-    rng = np.random.default_rng(seed)
-    train_rows = list(data.train_rows)
-    mined = 0
+    def score(self, rows: Sequence[int], views: Sequence[str] = ("identity",)) -> np.ndarray:
+        if not rows:
+            return np.zeros(0)
+        return evaluate(
+            self.model,
+            self.loader(rows),
+            device=self.device,
+            views=views,
+            amp=self.cfg.amp,
+            channels_last=self.cfg.channels_last,
+        )
+
+    def train_epoch(self, epoch: int, rows: list[int], bar: tqdm) -> dict[str, float]:
+        cfg = self.cfg
+        self.model.freeze_backbone(epoch < cfg.freeze_epochs)
+        rows, weights = balanced_rows(rows, self.data.labels, cfg.balance, self.rng)
+        bar.reset(total=len(rows))
+        return train_one_epoch(
+            self.model,
+            self.loader(rows, augment=True, weights=weights, epoch=epoch),
+            self.loss_fn,
+            self.optimizer,
+            device=self.device,
+            set_lr=self.set_lr,
+            epoch=epoch,
+            amp=cfg.amp,
+            grad_clip=cfg.grad_clip,
+            channels_last=cfg.channels_last,
+            progress=bar,
+        )
+
+    def hard_examples(self) -> list[int]:
+        """Rows of the fold's training part that the model, as it stands, gets wrong."""
+        rows = self.data.train_rows
+        picked = select_hard_examples(
+            self.data.labels[rows],
+            self.score(rows),
+            mode=self.cfg.hnm_mode,
+            threshold=self.cfg.hnm_threshold,
+        )
+        return [rows[i] for i in picked]
+
+
+def train_fold(
+    data: FoldData, cfg: TrainConfig, device: torch.device, log_path: Path, progress: bool = True
+) -> tuple[FoldResult, dict[str, torch.Tensor]]:
+    """Train one fold from the pretrained backbone; return its result and best weights."""
+    start = time.perf_counter()
+    fold = _Fold(data, cfg, device)
+    train_rows, mined = list(data.train_rows), 0
     best: dict[str, object] = {"value": -math.inf}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
         for epoch in range(cfg.epochs):
-            model.freeze_backbone(epoch < cfg.freeze_epochs)
-            rows, weights = balanced_rows(train_rows, data.labels, cfg.balance, rng)
-            train_loader = loader(rows, augment=True, weights=weights, shuffle=weights is None)
-            bar = tqdm(
-                total=len(rows),
+            with tqdm(
                 desc=f"fold {data.fold} epoch {epoch + 1}/{cfg.epochs}",
                 unit="img",
                 disable=not progress,
                 leave=False,
-            )
-            stats = train_one_epoch(
-                model,
-                train_loader,
-                loss_fn,
-                optimizer,
-                device=device,
-                set_lr=set_lr,
-                epoch=epoch,
-                amp=cfg.amp,
-                grad_clip=cfg.grad_clip,
-                channels_last=cfg.channels_last,
-                progress=bar,
-            )
-            val_prob = evaluate(
-                model, val_loader, device=device, amp=cfg.amp, channels_last=cfg.channels_last
-            )
-            val = _validation_scores(val_labels, val_prob, loss_fn)
-            bar.set_postfix(loss=f"{stats['train_loss']:.4f}", val_auc=_fmt(val["val_roc_auc"]))
-            bar.close()
+            ) as bar:
+                stats = fold.train_epoch(epoch, train_rows, bar)
+                val_probabilities = fold.score(data.val_rows)
+                val = _validation_scores(
+                    data.labels[data.val_rows], val_probabilities, fold.loss_fn
+                )
+                bar.set_postfix(
+                    loss=f"{stats['train_loss']:.4f}",
+                    val_auc=_fmt(val["val_roc_auc"]),
+                    img_s=f"{stats['images_per_s']:.1f}",
+                )
             chosen_on, value = _criterion(val)
             if value > best["value"]:
-                best = {
-                    "value": value,
-                    "epoch": epoch + 1,
-                    "chosen_on": chosen_on,
-                    "state": copy.deepcopy(model.state_dict()),
-                }
+                state = copy.deepcopy(fold.model.state_dict())
+                best = {"value": value, "epoch": epoch + 1, "chosen_on": chosen_on, "state": state}
             added = 0
             if cfg.hnm_epoch and epoch + 1 == cfg.hnm_epoch and epoch + 1 < cfg.epochs:
-                hard = _mine(model, data, loader, device, cfg)
+                hard = fold.hard_examples()
                 mined, added = len(hard), len(hard) * cfg.hnm_copies
                 train_rows += hard * cfg.hnm_copies
             row = {
@@ -325,53 +364,22 @@ def train_fold(
                 f" val_auc {_fmt(val['val_roc_auc'])} {stats['images_per_s']:.1f} img/s",
                 flush=True,
             )
-    model.load_state_dict(best["state"])
-    views = cfg.tta_views
-    val_final = evaluate(
-        model, val_loader, device=device, views=views, amp=cfg.amp, channels_last=cfg.channels_last
-    )
-    holdout = (
-        evaluate(
-            model,
-            loader(data.holdout_rows, augment=False),
-            device=device,
-            views=views,
-            amp=cfg.amp,
-            channels_last=cfg.channels_last,
-        )
-        if data.holdout_rows
-        else np.zeros(0)
-    )
+    fold.model.load_state_dict(best["state"])
     result = FoldResult(
         fold=data.fold,
         best_epoch=int(best["epoch"]),
         chosen_on=str(best["chosen_on"]),
         best_value=float(best["value"]),
-        val_probabilities=[float(p) for p in val_final],
-        holdout_probabilities=[float(p) for p in holdout],
+        val_probabilities=fold.score(data.val_rows, cfg.tta_views).tolist(),
+        holdout_probabilities=fold.score(data.holdout_rows, cfg.tta_views).tolist(),
         hard_examples_mined=mined,
         seconds=round(time.perf_counter() - start, 1),
-        weights_source=built.weights_source,
-        mean=list(built.mean),
-        std=list(built.std),
+        weights_source=fold.built.weights_source,
+        mean=list(fold.built.mean),
+        std=list(fold.built.std),
     )
     state = {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}
     return result, state
-
-
-def _mine(model, data: FoldData, loader, device: torch.device, cfg: TrainConfig) -> list[int]:
-    """Rows of the fold's training part that the model, as it stands, gets wrong."""
-    scores = evaluate(
-        model,
-        loader(data.train_rows, augment=False),
-        device=device,
-        amp=cfg.amp,
-        channels_last=cfg.channels_last,
-    )
-    picked = select_hard_examples(
-        data.labels[data.train_rows], scores, mode=cfg.hnm_mode, threshold=cfg.hnm_threshold
-    )
-    return [data.train_rows[i] for i in picked]
 
 
 def _validation_scores(

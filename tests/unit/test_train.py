@@ -17,7 +17,7 @@ from ml import metrics
 from ml.bundle import BundleError, load_bundle
 from ml.cache import to_square
 from ml.cli import main
-from ml.config import load_config, make_config
+from ml.config import config_from_dict, load_config, make_config
 from ml.models import build_model
 from ml.pipeline import BadDataError, prepare, run_training
 from ml.readers import read_slice
@@ -25,6 +25,10 @@ from ml.transforms import to_tensor
 from ml.tta import build_views
 
 pytestmark = pytest.mark.slow
+
+
+def load_config_text(text: str):
+    return config_from_dict(json.loads(text))
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -84,6 +88,7 @@ def test_kept_checkpoint_is_the_best_validation_epoch(tiny_bundle: Path) -> None
         assert log[0]["frozen_backbone"] and not log[-1]["frozen_backbone"]
         with safe_open(str(tiny_bundle / f"fold_{fold}.safetensors"), "pt") as handle:
             meta = handle.metadata()
+        assert load_config_text(meta["config"]) == cfg  # the checkpoint carries its config
         if meta["chosen_on"] == "val_roc_auc":
             aucs = [row["val_roc_auc"] for row in log]
             assert int(meta["epoch"]) == 1 + int(np.argmax(aucs))
@@ -216,3 +221,20 @@ def test_decoded_slices_are_cached(phantom_data: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(first.decoded.images, second.decoded.images)
     prepare(phantom_data, make_config("test", image_size=32), cache_dir=tmp_path, progress=False)
     assert len(list(tmp_path.glob("*.npy"))) == 2  # another size is another cache entry
+
+
+def test_each_epoch_draws_a_new_order_and_augmentation_repeatably() -> None:
+    from ml.train import FoldData, _Fold, balanced_rows
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (40, 48, 48, 1), dtype=np.uint8)
+    labels = np.array([0] * 30 + [1] * 10)
+    data = FoldData(fold=1, images=images, labels=labels, train_rows=list(range(40)), val_rows=[])
+    fold = _Fold(data, make_config("test"), torch.device("cpu"))
+    rows, weights = balanced_rows(data.train_rows, labels, "sampler", np.random.default_rng(0))
+
+    def first_batch(epoch: int) -> torch.Tensor:
+        return next(iter(fold.loader(rows, augment=True, weights=weights, epoch=epoch)))[0]
+
+    assert not torch.equal(first_batch(0), first_batch(1))
+    assert torch.equal(first_batch(2), first_batch(2))
