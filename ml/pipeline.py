@@ -43,6 +43,11 @@ class Prepared:
     def labels(self) -> np.ndarray:
         return np.array([r.label for r in self.records])
 
+    @property
+    def split_digest(self) -> str:
+        """Identity of the assignment: a resumed fold must have had the same validation part."""
+        return sha256_lines([str(int(p)) for p in self.parts])[:16]
+
 
 def prepare(
     source: Path,
@@ -92,7 +97,11 @@ def read_split(path: Path, records: Sequence[SliceRecord]) -> np.ndarray:
     missing = [r.rel_path for r in records if r.rel_path not in assigned]
     if missing:
         raise ValueError(f"{len(missing)} slice(s) are not in {path}, e.g. {missing[0]}")
-    return np.array([assigned[r.rel_path] for r in records])
+    parts = np.array([assigned[r.rel_path] for r in records])
+    folds = sorted(set(parts.tolist()) - {splits.HOLDOUT})
+    if len(folds) < 2 or folds != list(range(1, len(folds) + 1)):
+        raise ValueError(f"{path} must number its folds 1..K with K >= 2, found {folds}")
+    return parts
 
 
 def run_training(
@@ -125,7 +134,7 @@ def run_training(
     print(f"training {fold_count} folds on {device} ({len(prepared.records)} slices)", flush=True)
     results = []
     for fold in range(1, fold_count + 1):
-        result = _finished_fold(out, fold, cfg, prepared.fingerprint)
+        result = _finished_fold(out, fold, cfg, prepared)
         if result is None:
             result = _train_and_save(train, prepared, fold, cfg, device, out, progress)
         else:
@@ -178,20 +187,25 @@ def _train_and_save(train, prepared: Prepared, fold: int, cfg, device, out: Path
         "config": json.dumps(cfg.to_dict(), sort_keys=True),  # the checkpoint explains itself
     }
     save_file(state, str(out / f"fold_{fold}.safetensors"), metadata=metadata)
-    state_record = {**asdict(result), "config_digest": cfg.digest(), "data": prepared.fingerprint}
+    state_record = {**asdict(result), **_fold_identity(cfg, prepared)}
     _write_json(out / "logs" / f"fold_{fold}.result.json", state_record)
     return result
 
 
-def _finished_fold(out: Path, fold: int, cfg: TrainConfig, fingerprint: str):
-    """A fold's saved result when it was trained with this config on these data."""
+def _fold_identity(cfg: TrainConfig, prepared: Prepared) -> dict[str, str]:
+    return {"config": cfg.digest(), "data": prepared.fingerprint, "split": prepared.split_digest}
+
+
+def _finished_fold(out: Path, fold: int, cfg: TrainConfig, prepared: Prepared):
+    """A fold's saved result when it was trained with this config, data and split."""
     from ml.train import FoldResult
 
     path = out / "logs" / f"fold_{fold}.result.json"
     if not (path.is_file() and (out / f"fold_{fold}.safetensors").is_file()):
         return None
     saved = json.loads(path.read_text())
-    if saved.pop("config_digest") != cfg.digest() or saved.pop("data") != fingerprint:
+    identity = {key: saved.pop(key, None) for key in ("config", "data", "split")}
+    if identity != _fold_identity(cfg, prepared):
         return None
     return FoldResult(**saved)
 

@@ -28,17 +28,6 @@ def active_bundle() -> tuple[Bundle | None, str | None]:
     return current_app.extensions[KEY]
 
 
-def installed_bundles(bundle_dir: Path) -> list[Bundle]:
-    """Every intact bundle under the folder; damaged ones are reported by `flask bundles sync`."""
-    found = []
-    for path in sorted(p for p in Path(bundle_dir).glob("*") if (p / "manifest.json").is_file()):
-        try:
-            found.append(load_bundle(path))
-        except BundleError:
-            continue
-    return found
-
-
 bundles_cli = AppGroup("bundles", help="Model bundles known to this deployment.")
 
 

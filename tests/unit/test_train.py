@@ -238,3 +238,13 @@ def test_each_epoch_draws_a_new_order_and_augmentation_repeatably() -> None:
 
     assert not torch.equal(first_batch(0), first_batch(1))
     assert torch.equal(first_batch(2), first_batch(2))
+
+
+def test_a_split_file_must_number_folds_from_one(phantom_data: Path, tmp_path: Path) -> None:
+    files = sorted(p.relative_to(phantom_data).as_posix() for p in phantom_data.rglob("*.png"))
+    split = tmp_path / "gaps.csv"
+    split.write_text(
+        "path,fold\n" + "".join(f"{f},{1 if f.split(' ')[0].endswith('1') else 3}\n" for f in files)
+    )
+    with pytest.raises(ValueError, match=r"1\.\.K"):
+        prepare(phantom_data, make_config("test"), split_file=split, cache_dir=None, progress=False)

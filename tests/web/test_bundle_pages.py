@@ -61,9 +61,12 @@ def test_sync_registers_bundles_once_and_lists_them(app: Flask, runner, client) 
     assert "tiny" in page and "active" in page
 
 
-def test_bundle_detail_and_404(client, bundle_dir: Path) -> None:
+def test_bundle_detail_and_404(runner, client, bundle_dir: Path) -> None:
     bundle_id = load_bundle(bundle_dir / "tiny").id
-    assert client.get(f"/models/{bundle_id}").status_code == 200
+    assert client.get(f"/models/{bundle_id}").status_code == 404  # not registered yet
+    runner.invoke(args=["bundles", "sync"])
+    page = client.get(f"/models/{bundle_id}")
+    assert page.status_code == 200 and bundle_id in page.get_data(as_text=True)
     assert client.get("/models/0000000000000000").status_code == 404
 
 

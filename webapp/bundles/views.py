@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, render_template
 
-from ml.bundle import Bundle
-from webapp.bundle_store import active_bundle, installed_bundles
+from ml.bundle import Bundle, BundleError, load_bundle
+from webapp.bundle_store import active_bundle
 from webapp.extensions import db
 from webapp.models import BundleRecord
 
@@ -13,10 +13,15 @@ bp = Blueprint("bundles", __name__)
 
 
 def get_bundle_or_404(bundle_id: str) -> Bundle:
-    for bundle in installed_bundles(current_app.config["BUNDLE_DIR"]):
-        if bundle.id == bundle_id:
-            return bundle
-    abort(404)
+    """The registered bundle with this id, read from disk and checked against its hashes."""
+    record = db.get_or_404(BundleRecord, bundle_id)
+    try:
+        bundle = load_bundle(current_app.config["BUNDLE_DIR"] / record.name)
+    except BundleError:
+        abort(404)
+    if bundle.id != bundle_id:  # the folder now holds another bundle under the same name
+        abort(404)
+    return bundle
 
 
 @bp.get("/")
