@@ -6,15 +6,19 @@ where the metric needs them.
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 AGGREGATIONS = ("mean", "max", "topk_mean", "noisy_or")
 
 
-def _validate(y_true: Sequence[int], y_score: Sequence[float], *, both_classes: bool = True):
+def validate_scores(y_true: Sequence[int], y_score: Sequence[float], *, both_classes: bool = True):
+    """Labels and scores as arrays, or ValueError: the one definition of valid metric inputs."""
     y = np.asarray(y_true)
     p = np.asarray(y_score, dtype=float)
     if y.ndim != 1 or y.shape != p.shape:
@@ -31,19 +35,19 @@ def _validate(y_true: Sequence[int], y_score: Sequence[float], *, both_classes: 
 
 
 def roc_auc(y_true: Sequence[int], y_score: Sequence[float]) -> float:
-    y, p = _validate(y_true, y_score)
+    y, p = validate_scores(y_true, y_score)
     return float(roc_auc_score(y, p))
 
 
 def pr_auc(y_true: Sequence[int], y_score: Sequence[float]) -> float:
     """Average precision: the area under the precision-recall curve, stroke as positive."""
-    y, p = _validate(y_true, y_score)
+    y, p = validate_scores(y_true, y_score)
     return float(average_precision_score(y, p))
 
 
 def at_threshold(y_true: Sequence[int], y_score: Sequence[float], threshold: float) -> dict:
     """Counts and rates when scores >= threshold are called stroke."""
-    y, p = _validate(y_true, y_score, both_classes=False)
+    y, p = validate_scores(y_true, y_score, both_classes=False)
     predicted = p >= threshold
     tp = int(np.sum(predicted & (y == 1)))
     fp = int(np.sum(predicted & (y == 0)))
@@ -68,19 +72,31 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def choose_threshold(y_true: Sequence[int], y_score: Sequence[float], policy: str) -> float:
-    """The operating point by policy: `youden` (max sensitivity + specificity - 1) or `max_f1`."""
-    y, p = _validate(y_true, y_score)
-    if policy == "youden":
-        fpr, tpr, thresholds = roc_curve(y, p)
-        finite = np.isfinite(thresholds)
-        best = np.argmax((tpr - fpr)[finite])
-        return float(thresholds[finite][best])
-    if policy == "max_f1":
-        candidates = np.unique(p)
-        scores = [at_threshold(y, p, t)["f1"] or 0.0 for t in candidates]
-        return float(candidates[int(np.argmax(scores))])
-    raise ValueError(f"unknown threshold policy {policy!r}; choose youden or max_f1")
+def wilson_ci(successes: int, n: int, *, level: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval for a proportion such as sensitivity (tp of tp + fn).
+
+    Unlike the textbook normal interval it stays inside [0, 1] and does not collapse to a point
+    at 0/n or n/n, which matters for the small counts of a stroke test set. None when n == 0,
+    matching the None that `at_threshold` gives a rate without a denominator.
+    """
+    successes, n = operator.index(successes), operator.index(n)
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes}, n={n}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    if n == 0:
+        return None
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    proportion = successes / n
+    denominator = 1.0 + z * z / n
+    centre = (proportion + z * z / (2 * n)) / denominator
+    half_width = (
+        z * math.sqrt(proportion * (1.0 - proportion) / n + z * z / (4 * n * n)) / denominator
+    )
+    # At 0/n and n/n the bound is exactly 0 or 1; rounding would otherwise leave ~1e-17.
+    low = 0.0 if successes == 0 else max(0.0, centre - half_width)
+    high = 1.0 if successes == n else min(1.0, centre + half_width)
+    return low, high
 
 
 def aggregate(scores: Sequence[float], method: str, *, k: int = 3) -> float:
@@ -103,7 +119,7 @@ def patient_scores(
     groups: Sequence[str], y_true: Sequence[int], y_score: Sequence[float], method: str
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(patients, patient labels, patient scores); a patient is stroke if any slice is."""
-    y, p = _validate(y_true, y_score, both_classes=False)
+    y, p = validate_scores(y_true, y_score, both_classes=False)
     order: dict[str, list[int]] = {}
     for index, group in enumerate(groups):
         order.setdefault(group, []).append(index)
@@ -128,7 +144,7 @@ def bootstrap_ci(
     Resampling slices would pretend that 30 near-identical slices are 30 independent cases.
     Resamples that lack a class are skipped.
     """
-    y, p = _validate(y_true, y_score)
+    y, p = validate_scores(y_true, y_score)
     members: dict[str, list[int]] = {}
     for index, group in enumerate(groups):
         members.setdefault(group, []).append(index)

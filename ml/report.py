@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ml import metrics, splits
+from ml import metrics, splits, thresholds
 from ml.config import TrainConfig
 
 SELECTION_NOTE = (
@@ -54,8 +54,8 @@ def summarise(
     )
     patient_fig = level_figures(p_labels, p_scores, patients, cfg.seed)
     patient_fig["aggregation"] = cfg.study_aggregation
-    slice_threshold = _safe(metrics.choose_threshold, labels[cv], oof[cv], cfg.threshold_policy)
-    patient_threshold = _safe(metrics.choose_threshold, p_labels, p_scores, cfg.threshold_policy)
+    slice_threshold = _safe(thresholds.choose_threshold, labels[cv], oof[cv], cfg.threshold_policy)
+    patient_threshold = _safe(thresholds.choose_threshold, p_labels, p_scores, cfg.threshold_policy)
     folds = [_fold_figures(r, labels, groups, parts, oof, cfg) for r in results]
     summary = {
         "evaluation": f"out-of-fold predictions, patient-grouped {len(results)}-fold CV",

@@ -1,4 +1,4 @@
-"""ml.metrics: counts, operating points, study aggregation and patient-resampled intervals."""
+"""ml.metrics: counts, Wilson intervals, study aggregation and patient-resampled intervals."""
 
 from __future__ import annotations
 
@@ -25,19 +25,34 @@ def test_rates_without_a_denominator_are_none() -> None:
     assert metrics.at_threshold([0, 0], [0.1, 0.2], 0.5)["sensitivity"] is None
 
 
-def test_youden_picks_the_separating_threshold() -> None:
-    y = [0, 0, 0, 1, 1, 1]
-    p = [0.1, 0.2, 0.35, 0.4, 0.8, 0.9]
-    threshold = metrics.choose_threshold(y, p, "youden")
-    assert threshold == pytest.approx(0.4)
-    assert metrics.at_threshold(y, p, threshold)["accuracy"] == 1.0
+def test_wilson_interval_hand_checked() -> None:
+    # 8/10 at 95%: centre (0.8 + z^2/20) / (1 + z^2/10), z = 1.96
+    low, high = metrics.wilson_ci(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4)
+    assert high == pytest.approx(0.9433, abs=1e-4)
 
 
-def test_max_f1_threshold() -> None:
-    y = [0, 1, 0, 1, 1]
-    p = [0.1, 0.3, 0.4, 0.6, 0.9]
-    threshold = metrics.choose_threshold(y, p, "max_f1")
-    assert threshold == pytest.approx(0.3)  # all three strokes caught, one false alarm: F1 0.857
+def test_wilson_interval_widens_with_the_level() -> None:
+    low95, high95 = metrics.wilson_ci(8, 10)
+    low99, high99 = metrics.wilson_ci(8, 10, level=0.99)
+    assert low99 < low95 and high99 > high95
+
+
+def test_wilson_interval_at_the_edges() -> None:
+    assert metrics.wilson_ci(0, 0) is None
+    low, high = metrics.wilson_ci(0, 10)
+    assert low == 0.0 and 0.2 < high < 0.35  # not the degenerate [0, 0] of the normal interval
+    low, high = metrics.wilson_ci(10, 10)
+    assert high == 1.0 and 0.65 < low < 0.8
+    for successes in range(0, 31):
+        low, high = metrics.wilson_ci(successes, 30)
+        assert 0.0 <= low <= successes / 30 <= high <= 1.0
+
+
+@pytest.mark.parametrize(("successes", "n"), [(11, 10), (-1, 10), (0, -1)])
+def test_wilson_interval_rejects_impossible_counts(successes: int, n: int) -> None:
+    with pytest.raises(ValueError, match="successes <= n"):
+        metrics.wilson_ci(successes, n)
 
 
 def test_aucs_against_known_values() -> None:
