@@ -21,7 +21,7 @@ TCMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal
 	/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
 WITH_ALLOCATOR := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC),)
 
-.PHONY: setup run train test lint format demo tcmalloc clean
+.PHONY: setup run train test lint format demo demo-build tcmalloc clean
 
 setup: $(STAMP)
 
@@ -38,13 +38,15 @@ tcmalloc:
 		|| echo "note: libtcmalloc-minimal4 not installed; torch runs without it"; \
 	fi
 
-demo: $(DEMO_BUNDLE)/manifest.json
+# Rebuilt when missing, damaged, or written by an older version of the bundle format.
+demo: $(STAMP)
+	@$(PY) -m ml info $(DEMO_BUNDLE) >/dev/null 2>&1 || $(MAKE) --no-print-directory demo-build
 
-$(DEMO_BUNDLE)/manifest.json: | $(STAMP)
-	rm -rf $(DEMO_DATA)
+demo-build:
+	rm -rf $(DEMO_DATA) $(DEMO_BUNDLE)
 	$(PY) -m ml synth --out $(DEMO_DATA) --patients 40 --slices 8 --size 256 --seed 0 >/dev/null
 	$(WITH_ALLOCATOR) $(PY) -m ml train --data $(DEMO_DATA) --preset demo --out $(DEMO_BUNDLE) \
-		--resume --quiet --note "$(DEMO_NOTE)" >/dev/null
+		--quiet --note "$(DEMO_NOTE)" >/dev/null
 	$(PY) -m ml info $(DEMO_BUNDLE)
 
 # Your own data: make train DATA=path/to/dataset [PRESET=cpu] [NAME=cpu] [ARGS="--holdout-frac 0.1"]

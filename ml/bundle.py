@@ -27,10 +27,13 @@ from typing import Any
 
 import yaml
 
+from ml.config import TrainConfig, config_from_dict
 from ml.errors import UserError
 from ml.hashing import sha256_file, sha256_lines
 
 MANIFEST = "manifest.json"
+FORMAT = 2  # bump when a bundle gains or changes a file that readers rely on
+DERIVED = ("onnx/",)  # exports made later from the weights; checked by their own manifest
 PACKAGES = (
     "torch",
     "torchvision",
@@ -68,6 +71,12 @@ class Bundle:
 
     def fold_weights(self, fold: int) -> Path:
         return self.path / f"fold_{fold}.safetensors"
+
+    def all_fold_weights(self) -> list[Path]:
+        return [self.fold_weights(k) for k in range(1, self.folds + 1)]
+
+    def train_config(self) -> TrainConfig:
+        return config_from_dict(self.config)
 
     def card(self) -> dict[str, Any]:
         """What a model card shows: identity, recipe, data, honest figures and their caveats."""
@@ -108,13 +117,20 @@ def package_versions() -> dict[str, str]:
 def write_manifest(path: Path, **extra: Any) -> str:
     """Hash every file in the bundle, write manifest.json last, return the bundle id."""
     path = Path(path)
-    files = {
-        p.relative_to(path).as_posix(): sha256_file(p)
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
-    }
+    files = {}
+    for file in sorted(path.rglob("*")):
+        rel = file.relative_to(path).as_posix()
+        hidden = file.name.startswith(".") or file.name == MANIFEST
+        if file.is_file() and not hidden and not rel.startswith(DERIVED):
+            files[rel] = sha256_file(file)
     identity = bundle_id(files)
-    manifest = {"bundle_id": identity, "files": files, "packages": package_versions(), **extra}
+    manifest = {
+        "bundle_id": identity,
+        "format": FORMAT,
+        "files": files,
+        "packages": package_versions(),
+        **extra,
+    }
     tmp = path / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     tmp.replace(path / MANIFEST)
@@ -132,6 +148,11 @@ def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
             f"{path} has no {MANIFEST}: the training run did not finish; rerun it with --resume"
         )
     manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format", 1) != FORMAT:
+        raise BundleError(
+            f"{path} was written by another version of this software (bundle format "
+            f"{manifest.get('format', 1)}, this version reads {FORMAT}); train it again"
+        )
     files: dict[str, str] = manifest["files"]
     if verify:
         _verify(path, files)

@@ -44,6 +44,16 @@ def to_square(pixels: np.ndarray, size: int) -> np.ndarray:
     return resized.reshape(size, size, pixels.shape[2])
 
 
+def network_pixels(pixels: np.ndarray, channels: int, size: int) -> np.ndarray:
+    """Decoded pixels as the network sees them: `channels` channels, size x size, uint8.
+
+    Training (through the cache) and every later prediction call this one function.
+    """
+    if pixels.shape[2] != channels:  # an 8-bit image carries one, already windowed, channel
+        pixels = np.repeat(pixels[..., :1], channels, axis=2)
+    return to_square(pixels, size)
+
+
 def decode_all(
     paths: Sequence[Path],
     *,
@@ -87,9 +97,7 @@ def _decode(
             pixel_hashes.append(None)
             continue
         pixel_hashes.append(hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest())
-        if pixels.shape[2] != channels:  # an 8-bit image carries one, already windowed, channel
-            pixels = np.repeat(pixels[..., :1], channels, axis=2)
-        images.append(to_square(pixels, image_size))
+        images.append(network_pixels(pixels, channels, image_size))
         kept.append(index)
     stacked = (
         np.stack(images) if images else np.zeros((0, image_size, image_size, channels), np.uint8)

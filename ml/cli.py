@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ml import cli_infer, runtime
 from ml import config as configuration
 from ml.errors import UserError
 
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=256, help="slice side in pixels")
     synth.add_argument("--format", choices=("png", "dicom", "both"), default="png")
     synth.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    synth.set_defaults(handler=cmd_synth)
+    info.set_defaults(handler=cmd_info)
+    cli_infer.add_commands(commands)
     return parser
 
 
@@ -109,10 +113,14 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         default=[],
         help="a sentence for the model card, e.g. what the model must not be used for (repeatable)",
     )
+    train.set_defaults(handler=cmd_train)
 
 
 def _add_audit(commands: argparse._SubParsersAction) -> None:
-    _add_data_command(commands, "audit", "data summary and leakage audit of the split, no training")
+    audit = _add_data_command(
+        commands, "audit", "data summary and leakage audit of the split, no training"
+    )
+    audit.set_defaults(handler=cmd_audit)
 
 
 def config_from_args(args: argparse.Namespace) -> configuration.TrainConfig:
@@ -193,6 +201,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         fig = metrics[level]
         print(f"OOF {level} ROC-AUC {fig['roc_auc']} (95% CI {fig['roc_auc_ci95']})")
     print(f"leakage audit passed: {card['audit_ok']}")
+    print(f"memory allocator of this process: {runtime.allocator()}")
     for note in card["notes"]:
         print(f"note: {note}")
     return 0
@@ -213,13 +222,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "audit": cmd_audit, "info": cmd_info, "synth": cmd_synth}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        return args.handler(args)
     except (UserError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -91,7 +91,19 @@ class TrainConfig:
     study_aggregation: str = _f(
         "mean", "patient score from slice scores: mean | max | topk_mean | noisy_or"
     )
-    threshold_policy: str = _f("youden", "how the OOF operating point is chosen: youden | max_f1")
+    threshold_policy: str = _f(
+        "youden",
+        "the active OOF operating point: youden | max_f1 | sensitivity_at | specificity_at | "
+        "min_cost (all five are stored)",
+    )
+    sensitivity_target: float = _f(0.95, "target of the sensitivity_at operating point")
+    specificity_target: float = _f(0.90, "target of the specificity_at operating point")
+    cost_ratio: float = _f(5.0, "cost of a missed stroke / cost of a false alarm (min_cost)")
+    calibration: str = _f("temperature", "calibrator fitted on OOF: temperature | platt | none")
+    uncertainty_share: float = _f(
+        0.2, "share of OOF slices nearest the threshold flagged uncertain"
+    )
+    fold_spread_quantile: float = _f(0.9, "fold disagreement above this OOF quantile is flagged")
     # runtime
     device: str = _f("auto", "auto | cpu | cuda")
     num_workers: int = _f(0, "data loader worker processes")
@@ -112,6 +124,10 @@ class TrainConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# Inference options, here so that `--help` need not import torch.
+BACKENDS = ("auto", "torch", "onnx")
+VIEW_AGGREGATIONS = ("mean", "median", "max")
+
 CHOICES = {
     "pretrained": ("auto", "file", "hub", "packaged", "none"),
     "loss": ("focal", "bce"),
@@ -119,7 +135,8 @@ CHOICES = {
     "augment": ("standard", "none"),
     "hnm_mode": ("false_negatives", "false_positives", "both"),
     "study_aggregation": ("mean", "max", "topk_mean", "noisy_or"),
-    "threshold_policy": ("youden", "max_f1"),
+    "threshold_policy": ("max_f1", "youden", "sensitivity_at", "specificity_at", "min_cost"),
+    "calibration": ("none", "temperature", "platt"),
     "device": ("auto", "cpu", "cuda"),
 }
 
@@ -144,6 +161,11 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("pretrained=file needs pretrained_file")
     if not 0.0 < cfg.focal_alpha < 1.0:
         raise ValueError("focal_alpha must be in (0, 1)")
+    for name in ("sensitivity_target", "specificity_target", "uncertainty_share"):
+        if not 0.0 < getattr(cfg, name) < 1.0:
+            raise ValueError(f"{name} must be in (0, 1)")
+    if not 0.0 < cfg.fold_spread_quantile <= 1.0 or cfg.cost_ratio <= 0:
+        raise ValueError("need 0 < fold_spread_quantile <= 1 and cost_ratio > 0")
     if set(cfg.class_map.values()) - {0, 1}:
         raise ValueError("class_map values must be 0 (normal) or 1 (stroke)")
 

@@ -10,13 +10,11 @@ import csv
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from ml import report, splits
-from ml.bundle import write_manifest
+from ml import finish, splits
 from ml.cache import DecodedSet, decode_all
 from ml.config import DEFAULT_CACHE_DIR, TrainConfig, load_config, save_config
 from ml.data import Dataset, SliceRecord, load_dataset
@@ -42,6 +40,11 @@ class Prepared:
     @property
     def labels(self) -> np.ndarray:
         return np.array([r.label for r in self.records])
+
+    @property
+    def file_hashes(self) -> list[str]:
+        """sha256 of each readable record's file, aligned with `records`."""
+        return [self.decoded.file_hashes[i] for i in self.decoded.kept]
 
     @property
     def split_digest(self) -> str:
@@ -140,7 +143,8 @@ def run_training(
         else:
             print(f"fold {fold}: already trained, kept (--resume)", flush=True)
         results.append(result)
-    _write_outputs(out, cfg, prepared, results, notes)
+    identity = finish.write_bundle(out, cfg, prepared, results, notes)
+    print(f"bundle {identity} written to {out}", flush=True)
     return out
 
 
@@ -208,58 +212,6 @@ def _finished_fold(out: Path, fold: int, cfg: TrainConfig, prepared: Prepared):
     if identity != _fold_identity(cfg, prepared):
         return None
     return FoldResult(**saved)
-
-
-def _write_outputs(
-    out: Path, cfg: TrainConfig, prepared: Prepared, results: list, notes: Sequence[str]
-) -> None:
-    records, parts = prepared.records, prepared.parts
-    oof = np.full(len(records), np.nan)
-    for result in results:
-        oof[parts == result.fold] = result.val_probabilities
-    holdout_rows = np.flatnonzero(parts == splits.HOLDOUT)
-    holdout = (
-        np.mean([r.holdout_probabilities for r in results], axis=0) if len(holdout_rows) else None
-    )
-    cv_rows = np.flatnonzero(parts > 0)
-    _write_predictions(out / "oof.csv", records, parts, cv_rows, oof[cv_rows])
-    if holdout is not None:
-        _write_predictions(out / "holdout.csv", records, parts, holdout_rows, holdout)
-    summary = report.summarise(cfg, prepared, results, oof, holdout)
-    _write_json(out / "metrics.json", summary)
-    groups = [r.patient_id for r in records]
-    split = {"seed": cfg.seed, "folds": int(parts.max()), **splits.patients_by_part(groups, parts)}
-    _write_json(out / "split.json", split)
-    (out / "report.md").write_text(report.render(cfg, prepared, results, summary))
-    data_summary = prepared.dataset.summary()
-    data_summary.update(
-        {
-            "source_name": prepared.dataset.root.name,
-            "fingerprint": prepared.fingerprint,
-            "unreadable_files": len(prepared.decoded.bad),
-        }
-    )
-    identity = write_manifest(
-        out,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        weights_source=results[0].weights_source,
-        normalisation={"mean": results[0].mean, "std": results[0].std},
-        data=data_summary,
-        notes=[*notes, *report.caveats(prepared)],
-    )
-    print(f"bundle {identity} written to {out}", flush=True)
-
-
-def _write_predictions(
-    path: Path, records: list, parts: np.ndarray, rows: np.ndarray, probabilities
-) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "patient_id", "fold", "label", "probability"])
-        for row, probability in zip(rows, probabilities, strict=True):
-            r = records[row]
-            fold = "holdout" if parts[row] == splits.HOLDOUT else int(parts[row])
-            writer.writerow([r.rel_path, r.patient_id, fold, r.label, repr(float(probability))])
 
 
 def _write_json(path: Path, value: object) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ml import metrics, splits, thresholds
+from ml import metrics, splits
 from ml.config import TrainConfig
 
 SELECTION_NOTE = (
@@ -41,7 +41,12 @@ def level_figures(
 
 
 def summarise(
-    cfg: TrainConfig, prepared: Any, results: list, oof: np.ndarray, holdout: np.ndarray | None
+    cfg: TrainConfig,
+    prepared: Any,
+    results: list,
+    oof: np.ndarray,
+    holdout: np.ndarray | None,
+    active: dict[str, Any],
 ) -> dict[str, Any]:
     """metrics.json: OOF slice and patient figures, fold spread, operating points, holdout."""
     parts = prepared.parts
@@ -54,8 +59,7 @@ def summarise(
     )
     patient_fig = level_figures(p_labels, p_scores, patients, cfg.seed)
     patient_fig["aggregation"] = cfg.study_aggregation
-    slice_threshold = _safe(thresholds.choose_threshold, labels[cv], oof[cv], cfg.threshold_policy)
-    patient_threshold = _safe(thresholds.choose_threshold, p_labels, p_scores, cfg.threshold_policy)
+    slice_threshold, patient_threshold = active["slice_threshold"], active["patient_threshold"]
     folds = [_fold_figures(r, labels, groups, parts, oof, cfg) for r in results]
     summary = {
         "evaluation": f"out-of-fold predictions, patient-grouped {len(results)}-fold CV",
@@ -66,12 +70,7 @@ def summarise(
             key: _spread([f[key] for f in folds]) for key in ("slice_roc_auc", "patient_roc_auc")
         },
         "folds": folds,
-        "operating_point": {
-            "policy": cfg.threshold_policy,
-            "chosen_on": "out-of-fold predictions",
-            "slice_threshold": slice_threshold,
-            "patient_threshold": patient_threshold,
-        },
+        "operating_point": {"policy": cfg.threshold_policy, **active},
         "at_operating_point": _at(
             labels[cv], oof[cv], p_labels, p_scores, slice_threshold, patient_threshold
         ),
@@ -205,20 +204,21 @@ def render(cfg: TrainConfig, prepared: Any, results: list, summary: dict[str, An
     ]
     for f in summary["folds"]:
         lines.append(
-            f"| {f['fold']} | {f['best_epoch']} | {f['chosen_on']} | {_num(f['slice_roc_auc'])} | "
-            f"{_num(f['patient_roc_auc'])} | {f['hard_examples_mined']} | {f['seconds']} |"
+            f"| {f['fold']} | {f['best_epoch']} | {f['chosen_on']} | "
+            f"{number(f['slice_roc_auc'])} | {number(f['patient_roc_auc'])} | "
+            f"{f['hard_examples_mined']} | {f['seconds']} |"
         )
     lines += ["", "## Out-of-fold figures", ""]
     for level in ("slice", "patient"):
         fig = summary[level]
         lines.append(
-            f"- {level}: ROC-AUC {_num(fig['roc_auc'])} (95% CI {_ci(fig['roc_auc_ci95'])}, "
-            f"patients resampled), PR-AUC {_num(fig['pr_auc'])}, n = {fig['n']}"
+            f"- {level}: ROC-AUC {number(fig['roc_auc'])} (95% CI {interval(fig['roc_auc_ci95'])}, "
+            f"patients resampled), PR-AUC {number(fig['pr_auc'])}, n = {fig['n']}"
         )
     spread = summary["fold_spread"]["slice_roc_auc"]
     lines += [
-        f"- fold spread of slice ROC-AUC: mean {_num(spread['mean'])}, sd {_num(spread['std'])}, "
-        f"range {_num(spread['min'])}-{_num(spread['max'])}",
+        f"- fold spread of slice ROC-AUC: mean {number(spread['mean'])}, "
+        f"sd {number(spread['std'])}, range {number(spread['min'])}-{number(spread['max'])}",
         "",
         SELECTION_NOTE,
     ]
@@ -227,15 +227,15 @@ def render(cfg: TrainConfig, prepared: Any, results: list, summary: dict[str, An
         lines += [
             "",
             "## Holdout (patients never used for training or selection)",
-            f"- slice ROC-AUC {_num(hold['slice']['roc_auc'])}, "
-            f"patient ROC-AUC {_num(hold['patient']['roc_auc'])}",
+            f"- slice ROC-AUC {number(hold['slice']['roc_auc'])}, "
+            f"patient ROC-AUC {number(hold['patient']['roc_auc'])}",
         ]
     return "\n".join(lines) + "\n"
 
 
-def _num(value: float | None) -> str:
+def number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _ci(ci: list[float] | None) -> str:
+def interval(ci: list[float] | None) -> str:
     return "n/a" if not ci else f"{ci[0]:.3f}-{ci[1]:.3f}"

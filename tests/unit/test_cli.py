@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ import pytest
 
 from ml.cli import build_parser, main, parse_class_map
 from ml.config import TrainConfig
+from ml.runtime import find_tcmalloc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,3 +91,51 @@ def test_missing_hub_weights_stop_before_any_work(
     assert time.monotonic() - start < 15
     assert "--pretrained-file" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_predict_prints_json_for_slices_and_studies(
+    tiny_bundle: Path, phantom_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    for k in (10, 2, 1):  # one patient's slices; natural order is 1, 2, 10
+        (study / f"7 ({k}).png").write_bytes(
+            (phantom_data / f"Stroke/7 ({k % 4 + 1}).png").read_bytes()
+        )
+    code = main(
+        ["predict", "--bundle", str(tiny_bundle), str(study), "--study", "--json",
+         "--cam", str(tmp_path / "cams"), "--backend", "torch"]
+    )  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert result["order_by"] == "file_name"
+    assert [s["name"] for s in result["slices"]] == ["7 (1).png", "7 (2).png", "7 (10).png"]
+    assert len(list((tmp_path / "cams").glob("*.png"))) == 3
+    assert all("drop_top" in entry for entry in result["cam"])
+    assert main(["predict", "--bundle", str(tiny_bundle), str(tmp_path / "none.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_text_file_named_png_is_a_clear_error(
+    tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    fake = tmp_path / "scan.png"
+    fake.write_text("not an image")
+    assert main(["predict", "--bundle", str(tiny_bundle), str(fake)]) == 2
+    assert "not a PNG, JPEG or DICOM" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(find_tcmalloc() is None, reason="libtcmalloc-minimal4 is not installed")
+def test_the_cli_runs_under_tcmalloc_unless_told_not_to(tiny_bundle: Path) -> None:
+    import os
+
+    def allocator(extra: dict[str, str]) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"} | extra
+        done = subprocess.run(
+            [sys.executable, "-m", "ml", "info", str(tiny_bundle)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        return done.stdout.split("memory allocator of this process: ")[1].split()[0]
+
+    assert allocator({}) == "tcmalloc"
+    assert allocator({"ML_NO_TCMALLOC": "1"}) == "default"

@@ -18,6 +18,7 @@ from ml.bundle import BundleError, load_bundle
 from ml.cache import to_square
 from ml.cli import main
 from ml.config import config_from_dict, load_config, make_config
+from ml.evaluate import evaluate_bundle
 from ml.models import build_model
 from ml.pipeline import BadDataError, prepare, run_training
 from ml.readers import read_slice
@@ -210,6 +211,15 @@ def test_holdout_run_with_bad_files_completes(phantom_data: Path, tmp_path: Path
     bundle = load_bundle(out)
     assert bundle.metrics["holdout"]["slice"]["n"] == len(held)
     assert bundle.manifest["data"]["unreadable_files"] == 3
+    assert (out / "report_holdout" / "metrics.json").is_file()
+    # The stored holdout predictions and a fresh scoring of the holdout files agree.
+    stored = evaluate_bundle(out, data=None, holdout=True, out=tmp_path / "stored")
+    rescored = evaluate_bundle(out, data=root, holdout=True, out=tmp_path / "rescored")
+    assert stored["slice"]["roc_auc"] == pytest.approx(rescored["slice"]["roc_auc"])
+    stored_p = [float(r["probability"]) for r in _rows(tmp_path / "stored" / "predictions.csv")]
+    fresh_p = [float(r["probability"]) for r in _rows(tmp_path / "rescored" / "predictions.csv")]
+    assert fresh_p == pytest.approx(stored_p, abs=1e-5)
+    assert rescored["seen_in_training"] == 0
 
 
 def test_decoded_slices_are_cached(phantom_data: Path, tmp_path: Path) -> None:

@@ -1,0 +1,342 @@
+"""The ensemble predictor: every prediction the web app, the API and the CLI make comes from here.
+
+A slice's probability is the mean over the K fold models of the view-aggregated probability over
+the test-time views (identity, horizontal and vertical flip by default). Preprocessing is the
+training preprocessing, read from the bundle: the same reader, windows, resize and normalisation,
+so that a fold model run here on a training slice gives the probability stored in `oof.csv`.
+
+Backends: `torch` (channels_last, inference_mode, all views of a batch in one pass per fold) and
+`onnx` (ONNX Runtime on the files `python -m ml export` wrote). `auto` takes ONNX when the bundle
+has an export that matches its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ml import metrics
+from ml.bundle import Bundle, BundleError, load_bundle
+from ml.cache import network_pixels
+from ml.config import BACKENDS, VIEW_AGGREGATIONS, TrainConfig
+from ml.readers import read_slice
+from ml.thresholds import find_point, read_thresholds
+from ml.transforms import to_tensor
+from ml.tta import VIEWS, build_views
+
+LABELS = ("Normal", "Stroke")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One slice ready for the network, and as the model saw it (for overlays)."""
+
+    name: str
+    tensor: torch.Tensor  # (C, H, W), normalised
+    windowed: np.ndarray  # uint8 (H, W, C) at the network size
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SlicePrediction:
+    name: str
+    probability: float  # ensemble: mean over folds of the view-aggregated probability
+    fold_probabilities: list[float]
+    fold_std: float  # spread of the fold models
+    view_std: float  # spread of the test-time views (of the fold mean)
+    label: str  # at the active operating point
+    threshold: float
+    operating_point: str
+    uncertain: bool
+    uncertain_reasons: list[str]
+    bundle_id: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StudyPrediction:
+    score: float
+    aggregation: str
+    label: str
+    threshold: float
+    slices: list[SlicePrediction]  # in slice order
+    order_by: str  # how the slices were ordered
+    bundle_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "slices": [s.to_dict() for s in self.slices]}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    name: str
+    method: str
+    heatmap: np.ndarray  # float32 (H, W) in [0, 1] at the network input size
+    overlay_png: bytes  # the slice as the model saw it, with the map blended over it
+    faithfulness: dict[str, float]  # probability drop: top-10% of the map masked vs random 10%
+
+
+class Predictor:
+    """Loads a bundle's fold models once; predicts slices, batches and studies."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        backend: str = "auto",
+        views: Sequence[str] | None = None,
+        view_aggregation: str = "mean",
+        operating_point: str | None = None,
+        folds: Sequence[int] | None = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if view_aggregation not in VIEW_AGGREGATIONS:
+            raise ValueError(
+                f"unknown view aggregation {view_aggregation!r}; "
+                f"choose one of {', '.join(VIEW_AGGREGATIONS)}"
+            )
+        self.bundle = bundle
+        self.cfg: TrainConfig = bundle.train_config()
+        self.folds = tuple(folds) if folds else tuple(range(1, bundle.folds + 1))
+        if not set(self.folds) <= set(range(1, bundle.folds + 1)):
+            raise ValueError(f"folds must be among 1..{bundle.folds}, got {list(self.folds)}")
+        self.views = tuple(views or self.cfg.tta_views)
+        build_views(self.views)  # validates the names
+        self.view_aggregation = view_aggregation
+        norm = bundle.manifest["normalisation"]
+        self.mean, self.std = tuple(norm["mean"]), tuple(norm["std"])
+        self.points, active = read_thresholds(bundle.path / "thresholds.json")
+        self.point = find_point(self.points, operating_point or active)
+        patient_points, patient_active = read_thresholds(bundle.path / "patient_thresholds.json")
+        self.study_point = find_point(patient_points, patient_active)
+        self.uncertainty = json.loads((bundle.path / "uncertainty.json").read_text())
+        self.backend = _resolve_backend(bundle, backend)
+        self._torch_models: list[torch.nn.Module] | None = None
+        self._sessions: list[Any] | None = None
+
+    @classmethod
+    def from_bundle(cls, path: Path | str, backend: str = "auto", **options: Any) -> Predictor:
+        return cls(load_bundle(path), backend=backend, **options)
+
+    # ---- preprocessing -------------------------------------------------------------------
+
+    def prepare(self, source: Path | str | bytes, name: str | None = None) -> Prepared:
+        """Read, window, resize and normalise one slice exactly as training did."""
+        return prepare_slice(source, self.cfg, self.mean, self.std, name)
+
+    # ---- the numbers -----------------------------------------------------------------------
+
+    def probabilities(self, batch: torch.Tensor) -> np.ndarray:
+        """Probabilities of shape (N, K folds, V views) for a normalised batch (N, C, H, W)."""
+        viewed = torch.cat([VIEWS[name](batch) for name in self.views])  # (V*N, C, H, W)
+        n = batch.shape[0]
+        if self.backend == "onnx":
+            outputs = [session.run(None, {"input": viewed.numpy()})[0] for session in self._onnx()]
+            logits = np.stack([o.reshape(len(self.views), n) for o in outputs])  # (K, V, N)
+        else:
+            models = self.torch_models()  # built outside inference mode: Grad-CAM needs autograd
+            with torch.inference_mode():
+                viewed = viewed.contiguous(memory_format=torch.channels_last)
+                logits = np.stack(
+                    [model(viewed).float().reshape(len(self.views), n).numpy() for model in models]
+                )
+        return (1.0 / (1.0 + np.exp(-logits))).transpose(2, 0, 1)
+
+    def predict(
+        self, sources: Sequence[Path | str | bytes], names: Sequence[str] | None = None
+    ) -> list[SlicePrediction]:
+        """Predict each slice; raises UnreadableImage for a file that is not a CT slice."""
+        names = list(names) if names is not None else [None] * len(sources)
+        prepared = [self.prepare(s, n) for s, n in zip(sources, names, strict=True)]
+        return self.predict_prepared(prepared)
+
+    def predict_prepared(self, prepared: Sequence[Prepared]) -> list[SlicePrediction]:
+        if not prepared:
+            return []
+        probs = self.probabilities(torch.stack([p.tensor for p in prepared]))
+        return [self._summarise(p, probs[i]) for i, p in enumerate(prepared)]
+
+    def predict_study(
+        self,
+        sources: Sequence[Path | str | bytes],
+        names: Sequence[str] | None = None,
+        *,
+        aggregation: str | None = None,
+    ) -> StudyPrediction:
+        """Several slices of one patient: per-slice scores in slice order and one study score."""
+        names = list(names) if names is not None else [None] * len(sources)
+        prepared = [self.prepare(s, n) for s, n in zip(sources, names, strict=True)]
+        prepared, order_by = order_slices(prepared)
+        slices = self.predict_prepared(prepared)
+        method = aggregation or self.cfg.study_aggregation
+        score = metrics.aggregate([s.probability for s in slices], method)
+        threshold = self.study_point.threshold
+        return StudyPrediction(
+            score=score,
+            aggregation=method,
+            label=LABELS[int(score >= threshold)],
+            threshold=threshold,
+            slices=slices,
+            order_by=order_by,
+            bundle_id=self.bundle.id,
+        )
+
+    def explain(
+        self,
+        source: Path | str | bytes,
+        *,
+        method: str = "gradcam",
+        opacity: float = 0.4,
+        views: Sequence[str] | None = None,
+        name: str | None = None,
+    ) -> Explanation:
+        """Grad-CAM of the ensemble's stroke score, averaged over folds and (un-flipped) views."""
+        from ml import cam
+
+        prepared = self.prepare(source, name)
+        models = self.torch_models()
+        heatmap = cam.explain(models, prepared.tensor, method=method, views=views or self.views)
+        return Explanation(
+            name=prepared.name,
+            method=method,
+            heatmap=heatmap,
+            overlay_png=cam.overlay_png(prepared.windowed, heatmap, opacity=opacity),
+            faithfulness=cam.faithfulness(models, prepared.tensor, heatmap),
+        )
+
+    # ---- models ----------------------------------------------------------------------------
+
+    def torch_models(self) -> list[torch.nn.Module]:
+        """The fold models, built once (also used by Grad-CAM whatever the backend)."""
+        if self._torch_models is None:
+            weights = [self.bundle.fold_weights(k) for k in self.folds]
+            self._torch_models = load_fold_models(weights, self.cfg)
+        return self._torch_models
+
+    def _onnx(self) -> list[Any]:
+        if self._sessions is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            self._sessions = [
+                ort.InferenceSession(
+                    str(self.bundle.path / "onnx" / f"fold_{k}.onnx"),
+                    sess_options=options,
+                    providers=["CPUExecutionProvider"],
+                )
+                for k in self.folds
+            ]
+        return self._sessions
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _summarise(self, prepared: Prepared, probs: np.ndarray) -> SlicePrediction:
+        """probs: (K, V) for one slice."""
+        per_fold = _aggregate_views(probs, self.view_aggregation)  # (K,)
+        probability = float(per_fold.mean())
+        fold_std = float(per_fold.std())
+        view_std = float(probs.mean(axis=0).std())
+        threshold = self.point.threshold
+        reasons = []
+        if abs(probability - threshold) <= self.uncertainty["half_width"]:
+            reasons.append("close to the threshold")
+        if fold_std > self.uncertainty["fold_std_limit"]:
+            reasons.append("the fold models disagree")
+        return SlicePrediction(
+            name=prepared.name,
+            probability=probability,
+            fold_probabilities=[float(p) for p in per_fold],
+            fold_std=fold_std,
+            view_std=view_std,
+            label=LABELS[int(probability >= threshold)],
+            threshold=threshold,
+            operating_point=self.point.name,
+            uncertain=bool(reasons),
+            uncertain_reasons=reasons,
+            bundle_id=self.bundle.id,
+            info=prepared.info,
+        )
+
+
+def prepare_slice(
+    source: Path | str | bytes,
+    cfg: TrainConfig,
+    mean: Sequence[float],
+    std: Sequence[float],
+    name: str | None = None,
+) -> Prepared:
+    """The training preprocessing of one slice: reader, windows, resize, normalisation."""
+    decoded = read_slice(source, windows=cfg.windows, png16_hu_offset=cfg.png16_hu_offset)
+    pixels = network_pixels(decoded.pixels, len(cfg.windows), cfg.image_size)
+    tensor = to_tensor(pixels, cfg.in_chans, mean, std)
+    label = name or (Path(source).name if not isinstance(source, bytes) else "upload")
+    return Prepared(label, tensor, pixels, {"format": decoded.format, **decoded.info})
+
+
+def load_fold_models(weights: Sequence[Path], cfg: TrainConfig) -> list[torch.nn.Module]:
+    """Build each fold's network (no pretrained download) and load its weights, in eval mode."""
+    from safetensors.torch import load_file
+
+    from ml.models import build_model
+
+    models = []
+    for path in weights:
+        model = build_model(
+            cfg.backbone,
+            in_chans=cfg.in_chans,
+            pretrained="none",
+            head_hidden=cfg.head_hidden,
+            dropout=cfg.dropout,
+        ).model
+        model.load_state_dict(load_file(str(path)))
+        models.append(model.eval().to(memory_format=torch.channels_last))
+    return models
+
+
+def _aggregate_views(probs: np.ndarray, how: str) -> np.ndarray:
+    if how == "mean":
+        return probs.mean(axis=1)
+    if how == "median":
+        return np.median(probs, axis=1)
+    return probs.max(axis=1)
+
+
+def _resolve_backend(bundle: Bundle, backend: str) -> str:
+    from ml.export import export_matches
+
+    if backend == "torch":
+        return "torch"
+    if export_matches(bundle):
+        return "onnx"
+    if backend == "onnx":
+        raise BundleError(
+            f"{bundle.path} has no ONNX export matching its weights; "
+            f"run: python -m ml export {bundle.path}"
+        )
+    return "torch"
+
+
+def order_slices(prepared: Sequence[Prepared]) -> tuple[list[Prepared], str]:
+    """Slice order: DICOM position along the axis, else InstanceNumber, else natural name order."""
+    if prepared and all(p.info.get("slice_position") is not None for p in prepared):
+        return sorted(prepared, key=lambda p: p.info["slice_position"]), "slice_position"
+    if prepared and all(p.info.get("instance_number") is not None for p in prepared):
+        return sorted(prepared, key=lambda p: p.info["instance_number"]), "instance_number"
+    return sorted(prepared, key=lambda p: natural_key(p.name)), "file_name"
+
+
+def natural_key(name: str) -> list[Any]:
+    """`1 (9).png` before `1 (10).png`: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]

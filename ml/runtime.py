@@ -1,0 +1,42 @@
+"""Process-level speed settings: the tcmalloc allocator when it is installed.
+
+torch on the CPU allocates and frees many short-lived buffers; glibc's malloc handles that
+pattern badly, and tcmalloc made CPU inference 2-3x faster on 2 cores here. It can only take
+effect when loaded before Python starts, hence LD_PRELOAD and a re-exec of the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+TCMALLOC_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib/libtcmalloc_minimal.so.4",
+)
+OPT_OUT = "ML_NO_TCMALLOC"  # set to 1 to keep the default allocator
+
+
+def find_tcmalloc() -> str | None:
+    return next((path for path in TCMALLOC_CANDIDATES if Path(path).is_file()), None)
+
+
+def allocator() -> str:
+    """'tcmalloc' when this process has it loaded, else 'default'."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "unknown"
+    return "tcmalloc" if "tcmalloc" in maps else "default"
+
+
+def reexec_with_tcmalloc(argv: list[str]) -> None:
+    """Restart `python -m ml ARGV` with tcmalloc preloaded, when installed and not yet loaded."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    library = find_tcmalloc()
+    if library is None or "tcmalloc" in preload or os.environ.get(OPT_OUT):
+        return
+    env = {**os.environ, "LD_PRELOAD": f"{library} {preload}".strip()}
+    os.execve(sys.executable, [sys.executable, "-m", "ml", *argv], env)
