@@ -47,6 +47,7 @@ demo-build:
 	$(PY) -m ml synth --out $(DEMO_DATA) --patients 40 --slices 8 --size 256 --seed 0 >/dev/null
 	$(WITH_ALLOCATOR) $(PY) -m ml train --data $(DEMO_DATA) --preset demo --out $(DEMO_BUNDLE) \
 		--quiet --note "$(DEMO_NOTE)" >/dev/null
+	$(PY) -m ml export $(DEMO_BUNDLE)
 	$(PY) -m ml info $(DEMO_BUNDLE)
 
 # Your own data: make train DATA=path/to/dataset [PRESET=cpu] [NAME=cpu] [ARGS="--holdout-frac 0.1"]

@@ -230,6 +230,9 @@ class Predictor:
 
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            # K sessions run one after another; spinning worker threads of a finished session
+            # would steal the cores from the next one.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._sessions = [
                 ort.InferenceSession(
                     str(self.bundle.path / "onnx" / f"fold_{k}.onnx"),
