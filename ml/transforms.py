@@ -46,7 +46,8 @@ def to_tensor(
     image: np.ndarray, in_chans: int, mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
     """uint8 (H, W, C) -> float (in_chans, H, W), scaled to [0, 1] then normalised."""
-    array = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    # A copy: cached images are read-only memory maps, which torch will not wrap.
+    array = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
     if array.shape[0] != in_chans:
         array = array[:1].expand(in_chans, -1, -1)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)

@@ -258,3 +258,12 @@ def test_a_split_file_must_number_folds_from_one(phantom_data: Path, tmp_path: P
     )
     with pytest.raises(ValueError, match=r"1\.\.K"):
         prepare(phantom_data, make_config("test"), split_file=split, cache_dir=None, progress=False)
+
+
+def test_training_reads_the_cached_memory_map_without_warnings(
+    phantom_data: Path, tmp_path: Path
+) -> None:
+    cfg = make_config("test", folds=2, epochs=1, hnm_epoch=0)
+    prepare(phantom_data, cfg, cache_dir=tmp_path / "cache", progress=False)  # fills the cache
+    run_training(phantom_data, tmp_path / "b", cfg, cache_dir=tmp_path / "cache", progress=False)
+    assert load_bundle(tmp_path / "b").folds == 2
