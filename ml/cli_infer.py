@@ -46,6 +46,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--out", type=Path, help="report folder (default: reports/BUNDLE/DATA)")
     evaluate.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend")
     evaluate.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
+    evaluate.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or auto")
     evaluate.set_defaults(handler=cmd_evaluate)
 
 
@@ -57,6 +58,7 @@ def _add_bundle_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--view-aggregation", choices=VIEW_AGGREGATIONS, default="mean", help="over TTA views"
     )
+    parser.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or auto")
 
 
 def _predictor(args: argparse.Namespace):
@@ -69,6 +71,7 @@ def _predictor(args: argparse.Namespace):
         views=views,
         view_aggregation=args.view_aggregation,
         operating_point=args.operating_point,
+        device=args.device,
     )
 
 
@@ -144,6 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out=out,
         backend=args.backend,
         batch_size=args.batch_size,
+        device=args.device,
     )
     for level in ("slice", "patient"):
         fig = result[level]

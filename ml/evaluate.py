@@ -187,6 +187,7 @@ def evaluate_bundle(
     out: Path,
     backend: str = "auto",
     batch_size: int = 16,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Score labelled slices with the full ensemble and write a report; never tunes anything.
 
@@ -197,7 +198,7 @@ def evaluate_bundle(
 
     if data is None and not holdout:
         raise ValueError("give --data DIR, --holdout, or both")
-    predictor = Predictor.from_bundle(bundle_path, backend=backend)
+    predictor = Predictor.from_bundle(bundle_path, backend=backend, device=device)
     bundle, cfg = predictor.bundle, predictor.cfg
     stored_holdout = _read_csv(bundle.path / "holdout.csv") if holdout else None
     if holdout and stored_holdout is None:

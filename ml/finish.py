@@ -17,6 +17,7 @@ from ml import calibration, model_card, report, splits, thresholds
 from ml.bundle import write_manifest
 from ml.config import TrainConfig
 from ml.evaluate import Scored, write_report
+from ml.runtime import pick_device
 from ml.thresholds import find_point
 
 SPREAD_SAMPLE = 256  # OOF slices scored by every fold model to size the disagreement flag
@@ -182,10 +183,10 @@ def _fold_spreads(out: Path, cfg: TrainConfig, prepared: Any, results: list) -> 
         std=results[0].std,
     )
     loader = train.make_loader(dataset, batch_size=cfg.batch_size, num_workers=0, seed=cfg.seed)
-    device = train.pick_device(cfg.device)
+    device = pick_device(cfg.device)
     weights = [out / f"fold_{r.fold}.safetensors" for r in results]
     per_fold = [
-        train.evaluate(model.to(device), loader, device=device, views=cfg.tta_views, amp=cfg.amp)
+        train.evaluate(model.to(device), loader, device=device, views=cfg.tta_views, amp=False)
         for model in load_fold_models(weights, cfg)
     ]
     return np.std(np.stack(per_fold), axis=0)

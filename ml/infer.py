@@ -27,6 +27,7 @@ from ml.bundle import Bundle, BundleError, load_bundle
 from ml.cache import network_pixels
 from ml.config import BACKENDS, VIEW_AGGREGATIONS, TrainConfig
 from ml.readers import read_slice
+from ml.runtime import exact_float32, pick_device
 from ml.thresholds import find_point, read_thresholds
 from ml.transforms import to_tensor
 from ml.tta import VIEWS, build_views
@@ -98,6 +99,7 @@ class Predictor:
         view_aggregation: str = "mean",
         operating_point: str | None = None,
         folds: Sequence[int] | None = None,
+        device: str = "cpu",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -122,6 +124,7 @@ class Predictor:
         self.study_point = find_point(patient_points, patient_active)
         self.uncertainty = json.loads((bundle.path / "uncertainty.json").read_text())
         self.backend = _resolve_backend(bundle, backend)
+        self.device = pick_device(device)
         self._torch_models: list[torch.nn.Module] | None = None
         self._sessions: list[Any] | None = None
 
@@ -146,10 +149,13 @@ class Predictor:
             logits = np.stack([o.reshape(len(self.views), n) for o in outputs])  # (K, V, N)
         else:
             models = self.torch_models()  # built outside inference mode: Grad-CAM needs autograd
-            with torch.inference_mode():
-                viewed = viewed.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode(), exact_float32():
+                viewed = viewed.to(self.device).contiguous(memory_format=torch.channels_last)
                 logits = np.stack(
-                    [model(viewed).float().reshape(len(self.views), n).numpy() for model in models]
+                    [
+                        model(viewed).float().reshape(len(self.views), n).cpu().numpy()
+                        for model in models
+                    ]
                 )
         return (1.0 / (1.0 + np.exp(-logits))).transpose(2, 0, 1)
 
@@ -206,13 +212,14 @@ class Predictor:
 
         prepared = self.prepare(source, name)
         models = self.torch_models()
-        heatmap = cam.explain(models, prepared.tensor, method=method, views=views or self.views)
+        x = prepared.tensor.to(self.device)
+        heatmap = cam.explain(models, x, method=method, views=views or self.views)
         return Explanation(
             name=prepared.name,
             method=method,
             heatmap=heatmap,
             overlay_png=cam.overlay_png(prepared.windowed, heatmap, opacity=opacity),
-            faithfulness=cam.faithfulness(models, prepared.tensor, heatmap),
+            faithfulness=cam.faithfulness(models, x, heatmap),
         )
 
     # ---- models ----------------------------------------------------------------------------
@@ -221,7 +228,7 @@ class Predictor:
         """The fold models, built once (also used by Grad-CAM whatever the backend)."""
         if self._torch_models is None:
             weights = [self.bundle.fold_weights(k) for k in self.folds]
-            self._torch_models = load_fold_models(weights, self.cfg)
+            self._torch_models = [m.to(self.device) for m in load_fold_models(weights, self.cfg)]
         return self._torch_models
 
     def _onnx(self) -> list[Any]:

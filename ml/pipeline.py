@@ -20,6 +20,7 @@ from ml.config import DEFAULT_CACHE_DIR, TrainConfig, load_config, save_config
 from ml.data import Dataset, SliceRecord, load_dataset
 from ml.errors import UserError
 from ml.hashing import sha256_lines
+from ml.runtime import pick_device
 
 
 class BadDataError(UserError):
@@ -133,7 +134,7 @@ def run_training(
     _write_json(out / "audit.json", prepared.audit)
     splits.refuse_leaks(prepared.audit)
     fold_count = int(prepared.parts.max())
-    device = train.pick_device(cfg.device)
+    device = pick_device(cfg.device)
     print(f"training {fold_count} folds on {device} ({len(prepared.records)} slices)", flush=True)
     results = []
     for fold in range(1, fold_count + 1):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 TCMALLOC_CANDIDATES = (
@@ -40,3 +41,30 @@ def reexec_with_tcmalloc(argv: list[str]) -> None:
         return
     env = {**os.environ, "LD_PRELOAD": f"{library} {preload}".strip()}
     os.execve(sys.executable, [sys.executable, "-m", "ml", *argv], env)
+
+
+def pick_device(name: str):
+    """cpu, cuda, or auto (cuda when torch sees a GPU), as a torch.device."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for, but torch sees no CUDA GPU")
+    return torch.device(name)
+
+
+@contextmanager
+def exact_float32():
+    """cuDNN convolutions default to TF32 on recent GPUs; stored and served predictions are
+    computed in true float32 so that they agree across devices."""
+    import torch
+
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous

