@@ -151,8 +151,7 @@ def overlay_png(windowed: np.ndarray, heatmap: np.ndarray, *, opacity: float = 0
     height, width = grey.shape
     if heat.shape != (height, width):
         heat = np.clip(cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR), 0, 1)
-    colour_bgr = cv2.applyColorMap(np.rint(heat * 255.0).astype(np.uint8), cv2.COLORMAP_JET)
-    colour = cv2.cvtColor(colour_bgr, cv2.COLOR_BGR2RGB).astype(np.float32)
+    colour = _jet(heat).astype(np.float32)
     slice_rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
     blended = (1.0 - opacity) * slice_rgb + opacity * colour
     buffer = io.BytesIO()
@@ -160,6 +159,26 @@ def overlay_png(windowed: np.ndarray, heatmap: np.ndarray, *, opacity: float = 0
         buffer, format="PNG"
     )
     return buffer.getvalue()
+
+
+def heatmap_png(heatmap: np.ndarray) -> bytes:
+    """The heat map alone as an RGB PNG in the colours `overlay_png` blends.
+
+    Laid over the slice with CSS opacity `o`, the browser shows what `overlay_png(..., opacity=o)`
+    would draw, so a viewer can change the opacity without asking the server again.
+    """
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if heat.ndim != 2 or heat.size == 0 or not np.all(np.isfinite(heat)):
+        raise ValueError(f"heatmap must be a finite 2-D (h, w) array, got shape {heat.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(_jet(np.clip(heat, 0.0, 1.0)), mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _jet(heat: np.ndarray) -> np.ndarray:
+    """uint8 RGB colours of a [0, 1] map, JET (red = hot)."""
+    colour_bgr = cv2.applyColorMap(np.rint(heat * 255.0).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.cvtColor(colour_bgr, cv2.COLOR_BGR2RGB)
 
 
 def faithfulness(

@@ -184,7 +184,16 @@ class Predictor:
         names = list(names) if names is not None else [None] * len(sources)
         prepared = [self.prepare(s, n) for s, n in zip(sources, names, strict=True)]
         prepared, order_by = order_slices(prepared)
-        slices = self.predict_prepared(prepared)
+        return self.study_from_slices(self.predict_prepared(prepared), order_by, aggregation)
+
+    def study_from_slices(
+        self, slices: Sequence[SlicePrediction], order_by: str, aggregation: str | None = None
+    ) -> StudyPrediction:
+        """The study score of slices already predicted (and ordered), at the patient threshold.
+
+        Lets a caller predict slice by slice (to report progress) and still score the study
+        exactly as `predict_study` does.
+        """
         method = aggregation or self.cfg.study_aggregation
         score = metrics.aggregate([s.probability for s in slices], method)
         threshold = self.study_point.threshold
@@ -193,7 +202,7 @@ class Predictor:
             aggregation=method,
             label=LABELS[int(score >= threshold)],
             threshold=threshold,
-            slices=slices,
+            slices=list(slices),
             order_by=order_by,
             bundle_id=self.bundle.id,
         )

@@ -394,3 +394,27 @@ def test_overlay_refuses_an_opacity_outside_0_1(opacity: float) -> None:
     slice_ = np.zeros((8, 8), np.uint8)
     with pytest.raises(ValueError, match="opacity"):
         cam.overlay_png(slice_, np.zeros((8, 8), np.float32), opacity=opacity)
+
+
+@pytest.mark.parametrize("opacity", [0.0, 0.35, 1.0])
+def test_heatmap_under_css_opacity_draws_the_overlay(opacity: float) -> None:
+    """The web viewer lays heatmap_png over the slice with CSS opacity instead of asking the
+    server for overlay_png at each slider position; both must show the same pixels."""
+    rng = np.random.default_rng(3)
+    grey = rng.integers(0, 256, size=(48, 48), dtype=np.uint8)
+    heat = rng.random((48, 48)).astype(np.float32)
+    colours = np.asarray(Image.open(io.BytesIO(cam.heatmap_png(heat))), dtype=np.float32)
+    assert colours.shape == (48, 48, 3)
+    browser = (1 - opacity) * grey[..., None].astype(np.float32) + opacity * colours
+    server = np.asarray(Image.open(io.BytesIO(cam.overlay_png(grey, heat, opacity=opacity))))
+    assert np.abs(np.rint(browser) - server).max() <= 1
+    hot, cold = (
+        colours[heat.argmax() // 48, heat.argmax() % 48],
+        colours.reshape(-1, 3)[heat.argmin()],
+    )
+    assert hot[0] > hot[2] and cold[2] > cold[0]  # red = hot, blue = cold
+
+
+def test_heatmap_png_refuses_a_non_2d_map() -> None:
+    with pytest.raises(ValueError, match="2-D"):
+        cam.heatmap_png(np.zeros((4, 4, 3), np.float32))
