@@ -5,8 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Flask
+from werkzeug.wrappers import Response
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Nothing outside this server may be reached from a page (hospital networks are often closed,
+# and a page that cannot call out cannot leak either). Inline styles are allowed for the
+# overlay opacity and Plotly; scripts only from /static.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; "
+    "form-action 'self'; base-uri 'self'"
+)
 
 
 def create_app(config: object | None = None) -> Flask:
@@ -19,17 +29,29 @@ def create_app(config: object | None = None) -> Flask:
     app.config.from_object(config or "config.Config")
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
+    from webapp import bundle_store, errors, filters
     from webapp.extensions import csrf, db, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     csrf.init_app(app)
-
-    from webapp import bundle_store
-
     bundle_store.init_app(app)
+    filters.init_app(app)
+    errors.register(app)
+    app.after_request(_security_headers)
 
     from webapp.bundles import bp as bundles_bp
+    from webapp.history import bp as history_bp
+    from webapp.predict import bp as predict_bp
+    from webapp.results import bp as results_bp
 
-    app.register_blueprint(bundles_bp)
+    for blueprint in (predict_bp, results_bp, history_bp, bundles_bp):
+        app.register_blueprint(blueprint)
     return app
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response

@@ -1,7 +1,15 @@
-"""The active model bundle, loaded once per worker process and shared by its requests."""
+"""The active model bundle, loaded once per worker process and shared by its requests.
+
+The Predictor (the fold models) is built on first use and kept for the life of the process.
+Every use of it goes through `using_predictor()`, which holds a lock: Grad-CAM hooks the
+models, and a prediction running in the job thread at the same time would feed those hooks.
+"""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -9,8 +17,16 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from ml.bundle import Bundle, BundleError, load_bundle
+from ml.infer import Predictor
+from ml.thresholds import find_point, read_thresholds
 
 KEY = "ctstroke.bundle"
+PREDICTOR_KEY = "ctstroke.predictor"
+_lock = threading.RLock()
+
+
+class ModelNotLoaded(RuntimeError):
+    """No bundle could be loaded; the message says why."""
 
 
 def init_app(app: Flask) -> None:
@@ -28,6 +44,41 @@ def active_bundle() -> tuple[Bundle | None, str | None]:
     return current_app.extensions[KEY]
 
 
+def active_threshold(kind: str) -> float | None:
+    """The active operating point's threshold for a slice or a study (patient) result, now."""
+    bundle, _ = active_bundle()
+    if bundle is None:
+        return None
+    name = "patient_thresholds.json" if kind == "study" else "thresholds.json"
+    points, active = read_thresholds(bundle.path / name)
+    return find_point(points, active).threshold
+
+
+@contextmanager
+def using_predictor() -> Iterator[Predictor]:
+    """The process's Predictor for the active bundle, held exclusively while the block runs."""
+    bundle, problem = active_bundle()
+    if bundle is None:
+        raise ModelNotLoaded(problem or "no model bundle is loaded")
+    with _lock:
+        predictor = current_app.extensions.get(PREDICTOR_KEY)
+        if predictor is None:
+            predictor = Predictor(bundle, backend=current_app.config["PREDICTOR_BACKEND"])
+            current_app.extensions[PREDICTOR_KEY] = predictor
+        yield predictor
+
+
+def register(bundle: Bundle) -> bool:
+    """Record the bundle in the database (once); True when it was new. The caller commits."""
+    from webapp.extensions import db
+    from webapp.models import BundleRecord
+
+    if db.session.get(BundleRecord, bundle.id) is not None:
+        return False
+    db.session.add(BundleRecord(id=bundle.id, name=bundle.name, backbone=bundle.config["backbone"]))
+    return True
+
+
 bundles_cli = AppGroup("bundles", help="Model bundles known to this deployment.")
 
 
@@ -35,7 +86,6 @@ bundles_cli = AppGroup("bundles", help="Model bundles known to this deployment."
 def sync_command() -> None:
     """Register every intact bundle under BUNDLE_DIR in the database."""
     from webapp.extensions import db
-    from webapp.models import BundleRecord
 
     bundle_dir = Path(current_app.config["BUNDLE_DIR"])
     for path in sorted(p for p in bundle_dir.glob("*") if p.is_dir()):
@@ -44,9 +94,6 @@ def sync_command() -> None:
         except BundleError as exc:
             click.echo(f"skipped {path.name}: {exc}", err=True)
             continue
-        if db.session.get(BundleRecord, bundle.id) is None:
-            db.session.add(
-                BundleRecord(id=bundle.id, name=bundle.name, backbone=bundle.config["backbone"])
-            )
+        if register(bundle):
             click.echo(f"registered {bundle.name} ({bundle.id})")
     db.session.commit()

@@ -3,23 +3,119 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import DateTime, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
 
+REVIEWS = ("agree", "disagree")
+LABELS = ("Normal", "Stroke")
 
-def _now() -> datetime:
+
+def now() -> datetime:
     return datetime.now(UTC)
 
 
 class BundleRecord(db.Model):
-    """A model bundle this deployment has seen; predictions will refer to it by its id (hash)."""
+    """A model bundle this deployment has seen; predictions refer to it by its id (hash)."""
 
     __tablename__ = "bundles"
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     backbone: Mapped[str] = mapped_column(String(200))
-    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class Job(db.Model):
+    """One upload being predicted; the browser polls it while a study runs."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random hex, not guessable
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    mode: Mapped[str] = mapped_column(String(10))  # slice | study | batch
+    status: Mapped[str] = mapped_column(String(10), default="queued")  # queued|running|done|failed
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    # What the worker needs: original names, stored names and hashes of the uploaded slices.
+    inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    predictions: Mapped[list[Prediction]] = relationship(back_populates="job")
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "failed")
+
+
+class Prediction(db.Model):
+    """One result as it was made: a single slice, or a study of several slices of one patient.
+
+    Provenance is copied, not referenced: the bundle, threshold and window in force at the time
+    stay with the result even after the deployment moves on to another model or threshold.
+    """
+
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+    kind: Mapped[str] = mapped_column(String(10))  # slice | study
+    name: Mapped[str] = mapped_column(String(300))  # the file name, or a study's description
+    content_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    # provenance
+    bundle_id: Mapped[str] = mapped_column(ForeignKey("bundles.id"), index=True)
+    bundle_name: Mapped[str] = mapped_column(String(200))
+    operating_point: Mapped[str] = mapped_column(String(100))
+    threshold: Mapped[float] = mapped_column(Float)
+    preprocessing: Mapped[dict[str, Any]] = mapped_column(JSON)
+    app_version: Mapped[str] = mapped_column(String(40))
+    # the result
+    score: Mapped[float] = mapped_column(Float)  # slice probability, or the study score
+    label: Mapped[str] = mapped_column(String(10), index=True)
+    uncertain: Mapped[bool] = mapped_column(Boolean, default=False)
+    uncertain_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    aggregation: Mapped[str | None] = mapped_column(String(20))  # studies only
+    order_by: Mapped[str | None] = mapped_column(String(20))  # studies only
+    # what a reader added
+    note: Mapped[str] = mapped_column(Text, default="")
+    review: Mapped[str | None] = mapped_column(String(10))  # agree | disagree
+    true_label: Mapped[str | None] = mapped_column(String(10))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    job: Mapped[Job | None] = relationship(back_populates="predictions")
+    slices: Mapped[list[SliceResult]] = relationship(
+        back_populates="prediction",
+        order_by="SliceResult.position",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+
+class SliceResult(db.Model):
+    """One slice of a prediction, in slice order, and the file it was read from."""
+
+    __tablename__ = "prediction_slices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(
+        ForeignKey("predictions.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)  # 0-based, in slice order
+    original_name: Mapped[str] = mapped_column(String(300))  # shown, never used as a path
+    stored_name: Mapped[str] = mapped_column(String(80))  # generated, under the upload folder
+    file_format: Mapped[str] = mapped_column(String(10))  # png | jpeg | dicom
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    probability: Mapped[float] = mapped_column(Float)
+    fold_probabilities: Mapped[list[float]] = mapped_column(JSON)
+    fold_std: Mapped[float] = mapped_column(Float)
+    view_std: Mapped[float] = mapped_column(Float)
+    label: Mapped[str] = mapped_column(String(10))
+    uncertain: Mapped[bool] = mapped_column(Boolean, default=False)
+    uncertain_reasons: Mapped[list[str]] = mapped_column(JSON)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)  # decoder facts (format, size, order tags)
+    faithfulness: Mapped[dict[str, float] | None] = mapped_column(JSON)  # once a CAM was made
+
+    prediction: Mapped[Prediction] = relationship(back_populates="slices")

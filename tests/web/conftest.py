@@ -21,11 +21,15 @@ def bundle_dir(tiny_bundle: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def _make_app(tmp_path: Path, bundle_dir: Path, active: str) -> Flask:
+def _make_app(tmp_path: Path, bundle_dir: Path, active: str, **settings: object) -> Flask:
     class Config(TestConfig):
         SQLALCHEMY_DATABASE_URI = f"sqlite:///{tmp_path / 'test.sqlite3'}"
         BUNDLE_DIR = bundle_dir
         ACTIVE_BUNDLE = active
+        UPLOAD_DIR = str(tmp_path / "uploads")
+
+    for key, value in settings.items():
+        setattr(Config, key, value)
 
     app = create_app(Config)
     with app.app_context():
@@ -36,6 +40,16 @@ def _make_app(tmp_path: Path, bundle_dir: Path, active: str) -> Flask:
 @pytest.fixture
 def app(tmp_path: Path, bundle_dir: Path) -> Iterator[Flask]:
     yield _make_app(tmp_path, bundle_dir, "tiny")
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, bundle_dir: Path):
+    """An app on the tiny bundle with some settings changed, e.g. make_app(INLINE_SLICES=0)."""
+
+    def make(**settings: object) -> Flask:
+        return _make_app(tmp_path, bundle_dir, "tiny", **settings)
+
+    return make
 
 
 @pytest.fixture

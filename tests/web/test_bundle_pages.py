@@ -14,7 +14,7 @@ from webapp.extensions import db
 
 def test_index_shows_the_active_bundle_card(client, bundle_dir: Path) -> None:
     bundle = load_bundle(bundle_dir / "tiny")
-    page = client.get("/").get_data(as_text=True)
+    page = client.get("/model").get_data(as_text=True)
     assert bundle.id in page
     assert "test_efficientnet" in page
     assert "Not for clinical use" in page
@@ -24,14 +24,13 @@ def test_index_shows_the_active_bundle_card(client, bundle_dir: Path) -> None:
     assert "optimistic" in page  # the checkpoint-selection caveat travels to the page
 
 
-def test_page_never_offers_a_prediction(client) -> None:
+def test_the_upload_page_names_the_model_that_will_predict(client, bundle_dir: Path) -> None:
     page = client.get("/").get_data(as_text=True)
-    assert "<form" not in page and 'type="file"' not in page
-    assert "not part of this version" in page
+    assert load_bundle(bundle_dir / "tiny").id in page and 'type="file"' in page
 
 
 def test_no_bundle_is_said_plainly(app_without_bundle: Flask) -> None:
-    response = app_without_bundle.test_client().get("/")
+    response = app_without_bundle.test_client().get("/model")
     page = response.get_data(as_text=True)
     assert response.status_code == 200
     assert "No model bundle is loaded" in page
@@ -45,7 +44,9 @@ def test_a_tampered_bundle_is_not_loaded(tmp_path: Path, bundle_dir: Path) -> No
     data = json.loads(metrics.read_text())
     data["slice"]["roc_auc"] = 0.99  # someone improving the figures by hand
     metrics.write_text(json.dumps(data))
-    page = _make_app(tmp_path, bundle_dir, "tiny").test_client().get("/").get_data(as_text=True)
+    page = (
+        _make_app(tmp_path, bundle_dir, "tiny").test_client().get("/model").get_data(as_text=True)
+    )
     assert "No model bundle is loaded" in page
     assert "metrics.json" in page
 

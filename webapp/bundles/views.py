@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, render_template
 
 from ml.bundle import Bundle, BundleError, load_bundle
+from ml.thresholds import OperatingPoint, read_thresholds
 from webapp.bundle_store import active_bundle
 from webapp.extensions import db
 from webapp.models import BundleRecord
@@ -24,12 +25,14 @@ def get_bundle_or_404(bundle_id: str) -> Bundle:
     return bundle
 
 
-@bp.get("/")
+@bp.get("/model")
 def index() -> str:
     """The active bundle's model card, or why no bundle is loaded."""
     bundle, problem = active_bundle()
     card = bundle.card() if bundle else None
-    return render_template("bundles/card.html", card=card, problem=problem, active=True)
+    return render_template(
+        "bundles/card.html", card=card, problem=problem, active=True, points=_points(bundle)
+    )
 
 
 @bp.get("/models")
@@ -48,4 +51,22 @@ def detail(bundle_id: str) -> str:
     bundle = get_bundle_or_404(bundle_id)
     active, _ = active_bundle()
     is_active = active is not None and active.id == bundle.id
-    return render_template("bundles/card.html", card=bundle.card(), problem=None, active=is_active)
+    return render_template(
+        "bundles/card.html",
+        card=bundle.card(),
+        problem=None,
+        active=is_active,
+        points=_points(bundle),
+    )
+
+
+def _points(bundle: Bundle | None) -> dict[str, tuple[list[OperatingPoint], str]]:
+    """The stored operating points per level (slice, patient), each with the active one's name."""
+    if bundle is None:
+        return {}
+    files = {"slice": "thresholds.json", "patient": "patient_thresholds.json"}
+    return {
+        level: read_thresholds(bundle.path / name)
+        for level, name in files.items()
+        if (bundle.path / name).exists()
+    }

@@ -1,0 +1,103 @@
+"""A live server on a free localhost port and Debian's Chromium driven by Playwright.
+
+The browser is never downloaded: Playwright launches /usr/bin/chromium (`apt-get install
+chromium`; .ci/run installs it). Without it these tests are skipped locally, and fail under CI
+(CI=1), where a skipped browser suite would hide a broken one. Screenshots of every step go to
+test-artifacts/e2e/ (not committed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask_migrate import upgrade
+from werkzeug.serving import make_server
+
+from config import TestConfig
+from webapp import create_app
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
+
+
+@pytest.fixture(scope="module")
+def live_app(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    root = tmp_path_factory.mktemp("live")
+    shutil.copytree(tiny_bundle, root / "bundles" / "tiny")
+
+    class Config(TestConfig):
+        SQLALCHEMY_DATABASE_URI = f"sqlite:///{root / 'live.sqlite3'}"
+        BUNDLE_DIR = root / "bundles"
+        ACTIVE_BUNDLE = "tiny"
+        UPLOAD_DIR = str(root / "uploads")
+
+    app = create_app(Config)
+    with app.app_context():
+        upgrade()
+    return app
+
+
+@pytest.fixture(scope="module")
+def base_url(live_app: Flask) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, live_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
+            )
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, base_url: str, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A fresh page at 1280x800 that records every request leaving this server."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.outside = []  # requests to anywhere but the live server
+    page.on(
+        "request",
+        lambda req: (
+            None
+            if req.url.startswith((base_url, "data:", "blob:"))
+            else page.outside.append(req.url)
+        ),
+    )
+    page.shots = Screenshots(page, request.node.name)
+    yield page
+    context.close()
+
+
+class Screenshots:
+    """Numbered screenshots of each step, kept as test artefacts."""
+
+    def __init__(self, page, test_name: str) -> None:
+        self.page, self.folder, self.count = page, ARTIFACTS / test_name, 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, step: str) -> None:
+        self.count += 1
+        self.page.screenshot(path=str(self.folder / f"{self.count:02d}-{step}.png"), full_page=True)

@@ -1,0 +1,105 @@
+"""Helpers for route tests: CSRF tokens, phantom slices as bytes, uploads, waiting for jobs."""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from flask import Flask
+from flask.testing import FlaskClient
+from PIL import Image
+
+from ml.synth import write_ct_dicom
+from webapp.extensions import db
+from webapp.models import Job, Prediction
+
+
+def csrf_token(client: FlaskClient) -> str:
+    page = client.get("/").get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "the upload page has no CSRF token"
+    return match.group(1)
+
+
+def upload(client: FlaskClient, files: list[tuple[bytes, str]], *, study: bool = False, **kw):
+    data: dict[str, object] = {
+        "csrf_token": csrf_token(client),
+        "files": [(io.BytesIO(content), name) for content, name in files],
+    }
+    if study:
+        data["study"] = "on"
+    return client.post("/predict", data=data, content_type="multipart/form-data", **kw)
+
+
+def post(client: FlaskClient, url: str, data: dict[str, str], **kw):
+    return client.post(url, data={"csrf_token": csrf_token(client), **data}, **kw)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def phantom_slices(phantom_data: Path, count: int) -> list[tuple[bytes, str]]:
+    """`count` phantom PNGs of the test data set, as (bytes, file name)."""
+    files = sorted(phantom_data.rglob("*.png"))[:count]
+    return [(f.read_bytes(), f.name) for f in files]
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height pixels, with almost no data behind it."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def ct_dicom(tmp_path: Path, name: str, *, modality: str = "CT", number: int = 1) -> bytes:
+    """A CT slice as DICOM with identifying tags filled in."""
+    hu = np.full((64, 64), 30.0, dtype=np.float32)
+    hu[20:40, 20:40] = 70.0 + number
+    path = tmp_path / name
+    write_ct_dicom(
+        path, hu, patient_id="PAT-123", instance_number=number,
+        slice_position_mm=10.0 * number, modality=modality,
+    )  # fmt: skip
+    ds = pydicom.dcmread(path)
+    ds.PatientName = "Doe^Jane"
+    ds.PatientBirthDate = "19600101"
+    ds.InstitutionName = "General Hospital"
+    ds.save_as(path)
+    return path.read_bytes()
+
+
+def wait_for_job(app: Flask, job_id: str, timeout: float = 60.0) -> Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with app.app_context():
+            job = db.session.get(Job, job_id)
+            if job.finished:
+                return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+def count_predictions(app: Flask) -> int:
+    with app.app_context():
+        return db.session.query(Prediction).count()
+
+
+def stored_files(app: Flask) -> list[Path]:
+    root = Path(app.config["UPLOAD_DIR"])
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []

@@ -1,0 +1,89 @@
+"""History: filters, search, sort, paging, the HTMX fragment and the CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.web.helpers import phantom_slices, upload, wait_for_job
+from webapp.extensions import db
+from webapp.models import Prediction
+
+
+@pytest.fixture
+def filled(make_app, phantom_data):
+    """Five slice results with varied labels, notes, reviews and dates."""
+    app = make_app(HISTORY_PAGE_SIZE=2)
+    client = app.test_client()
+    response = upload(client, phantom_slices(phantom_data, 5))
+    wait_for_job(app, response.headers["Location"].rsplit("/", 1)[-1])
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with app.app_context():
+        rows = db.session.scalars(db.select(Prediction).order_by(Prediction.id)).all()
+        for i, p in enumerate(rows):
+            p.created_at = start + timedelta(days=i)
+            p.score = 0.1 + 0.2 * i
+            p.label = "Stroke" if i >= 3 else "Normal"
+            p.uncertain = i == 2
+            p.note = "=HYPERLINK(1)" if i == 4 else ("motion artefact" if i == 1 else "")
+            p.review = "agree" if i == 0 else None
+        db.session.commit()
+        names = [p.name for p in rows]
+    return app, client, names
+
+
+def _ids(client, query: str) -> list[int]:
+    text = client.get(f"/history/export.csv?{query}").get_data(as_text=True)
+    return [int(row["id"]) for row in csv.DictReader(io.StringIO(text))]
+
+
+def test_filters_search_and_sort(filled) -> None:
+    _, client, names = filled
+    assert _ids(client, "") == [5, 4, 3, 2, 1]  # newest first
+    assert _ids(client, "sort=oldest") == [1, 2, 3, 4, 5]
+    assert _ids(client, "sort=score_high")[0] == 5
+    assert _ids(client, "label=Stroke") == [5, 4]
+    assert _ids(client, "uncertain=yes") == [3]
+    assert _ids(client, "review=agree") == [1] and 1 not in _ids(client, "review=none")
+    assert _ids(client, "q=MOTION") == [2]  # note, any case
+    assert _ids(client, f"q={names[3]}") == [4]  # file name
+    assert _ids(client, "since=2026-01-02&until=2026-01-03") == [3, 2]
+    assert _ids(client, "bundle=nope") == []
+    assert _ids(client, "label=bogus&since=not-a-date") == [5, 4, 3, 2, 1]  # ignored, not an error
+
+
+def test_paging_keeps_the_filters(filled) -> None:
+    _, client, _ = filled
+    page = client.get("/history?label=Normal").get_data(as_text=True)
+    assert "3 results" in page and "page 1 of 2" in page
+    assert "page=2&amp;label=Normal" in page or "label=Normal&amp;page=2" in page
+    second = client.get("/history?label=Normal&page=2").get_data(as_text=True)
+    assert "page 2 of 2" in second and "/predictions/1" in second
+
+
+def test_fragment_for_htmx_and_full_page_otherwise(filled) -> None:
+    _, client, _ = filled
+    full = client.get("/history").get_data(as_text=True)
+    assert full.startswith("<!doctype html>") and 'id="filters"' in full
+    fragment = client.get("/history?label=Stroke", headers={"HX-Request": "true"})
+    text = fragment.get_data(as_text=True)
+    assert text.lstrip().startswith('<section id="results"') and 'id="filters"' not in text
+    assert "2 results" in text
+
+
+def test_csv_export_quotes_formulas(filled) -> None:
+    _, client, _ = filled
+    response = client.get("/history/export.csv?q=HYPERLINK")
+    assert response.mimetype == "text/csv"
+    assert "attachment" in response.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert len(rows) == 1 and rows[0]["note"] == "'=HYPERLINK(1)"
+    assert rows[0]["bundle_name"] == "tiny" and len(rows[0]["content_sha256"]) == 64
+
+
+def test_empty_history_invites_an_upload(client) -> None:
+    page = client.get("/history").get_data(as_text=True)
+    assert "0 results" in page and "Upload a slice" in page

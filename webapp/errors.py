@@ -1,0 +1,77 @@
+"""One error handler: a JSON body for API routes, an HTML page for the browser.
+
+No stack trace ever reaches a user; the log keeps it.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.http import HTTP_STATUS_CODES
+
+from webapp.bundle_store import ModelNotLoaded
+
+MESSAGES = {
+    400: "The request was not understood.",
+    404: "There is nothing at this address. It may have been deleted.",
+    405: "This address does not accept that kind of request.",
+    413: "The upload is larger than this server accepts ({limit} MB). Send fewer or smaller files.",
+    503: "No model is loaded, so nothing can be predicted now.",
+}
+
+
+def error_response(status: int, message: str, code: str | None = None):
+    """JSON `{"error": {"code", "message"}}` under /api/, the error page elsewhere."""
+    code = code or _code(status)
+    if request.path.startswith("/api/"):
+        return jsonify(error={"code": code, "message": message}), status
+    return render_template("errors/error.html", status=status, message=message), status
+
+
+def _code(status: int) -> str:
+    """'payload_too_large' for 413: the standard reason phrase as an identifier."""
+    phrase = HTTP_STATUS_CODES.get(status, "error")
+    return phrase.lower().replace(" ", "_").replace("-", "_")
+
+
+def _http_error(exc: HTTPException):
+    status = exc.code or 500
+    message = MESSAGES.get(status, exc.description or "")
+    if status == 413:
+        from flask import current_app
+
+        limit = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
+        message = message.format(limit=f"{limit:g}")
+    elif status not in MESSAGES and exc.description:
+        message = exc.description
+    return error_response(status, message)
+
+
+def _csrf_error(exc: CSRFError):
+    return error_response(
+        400,
+        f"The form had expired or was not sent by this site ({exc.description}). "
+        "Reload the page and try again.",
+        "csrf",
+    )
+
+
+def _model_not_loaded(exc: ModelNotLoaded):
+    return error_response(503, f"{MESSAGES[503]} {exc}", "model_not_loaded")
+
+
+def _unexpected(exc: Exception):
+    from flask import current_app
+
+    current_app.logger.exception("unhandled error on %s", request.path)
+    return error_response(500, "Something went wrong on the server; nothing was changed.")
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(CSRFError, _csrf_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(ModelNotLoaded, _model_not_loaded)
+    if not app.testing:  # tests should see the exception itself
+        app.register_error_handler(InternalServerError, _unexpected)
+        app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,161 @@
+"""Routes of one stored result."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, request, send_file, url_for
+from flask.typing import ResponseReturnValue
+
+from webapp import storage
+from webapp.bundle_store import ModelNotLoaded, active_bundle, active_threshold
+from webapp.extensions import db
+from webapp.models import LABELS, REVIEWS, Prediction, SliceResult, now
+from webapp.render import is_htmx, render
+from webapp.results import explain, images
+
+bp = Blueprint("results", __name__, url_prefix="/predictions")
+
+
+def get_prediction_or_404(prediction_id: int) -> Prediction:
+    return db.get_or_404(Prediction, prediction_id)
+
+
+def get_slice_or_404(prediction: Prediction, position: int) -> SliceResult:
+    if not 0 <= position < len(prediction.slices):
+        abort(404)
+    return prediction.slices[position]
+
+
+@bp.get("/<int:prediction_id>")
+def detail(prediction_id: int) -> str:
+    """A result: the slice, its numbers and their provenance; `viewer` is its HTMX fragment."""
+    prediction = get_prediction_or_404(prediction_id)
+    view = _viewer_state(prediction)
+    return render("results/detail.html", "viewer", p=prediction, **view, **_provenance(prediction))
+
+
+@bp.get("/<int:prediction_id>/slices/<int:position>/image.png")
+def image(prediction_id: int, position: int) -> ResponseReturnValue:
+    """The slice under a window (`?window=model|brain|subdural|stroke|bone`), as a PNG."""
+    prediction = get_prediction_or_404(prediction_id)
+    slice_result = get_slice_or_404(prediction, position)
+    try:
+        path = images.window_png(prediction, slice_result, request.args.get("window", "model"))
+    except ValueError as exc:
+        abort(400, description=str(exc))
+    return send_file(path, mimetype="image/png", max_age=3600)
+
+
+@bp.get("/<int:prediction_id>/slices/<int:position>/cam.png")
+def cam(prediction_id: int, position: int) -> ResponseReturnValue:
+    """The Grad-CAM heat map (colours only; the page lays it over the slice)."""
+    prediction = get_prediction_or_404(prediction_id)
+    slice_result = get_slice_or_404(prediction, position)
+    try:
+        path = explain.ensure_cam(prediction, slice_result, request.args.get("method", "gradcam"))
+    except (explain.CamUnavailable, ModelNotLoaded) as exc:
+        abort(409, description=str(exc))
+    return send_file(path, mimetype="image/png", max_age=3600)
+
+
+@bp.get("/<int:prediction_id>/slices/<int:position>/cam")
+def cam_info(prediction_id: int, position: int) -> ResponseReturnValue:
+    """Makes the heat map if needed and answers with its faithfulness figure (a fragment)."""
+    prediction = get_prediction_or_404(prediction_id)
+    slice_result = get_slice_or_404(prediction, position)
+    method = request.args.get("method", "gradcam")
+    problem = None
+    try:
+        explain.ensure_cam(prediction, slice_result, method)
+        db.session.refresh(slice_result)  # another request may have made the map meanwhile
+    except (explain.CamUnavailable, ModelNotLoaded) as exc:
+        problem = str(exc)
+    if not is_htmx():
+        return redirect(url_for(".detail", prediction_id=prediction.id, slice=position, cam="on"))
+    return render(
+        "results/detail.html",
+        "cam_info",
+        s=slice_result,
+        method=method,
+        cam_problem=problem,
+        methods=explain.METHODS,
+    )
+
+
+@bp.post("/<int:prediction_id>/note")
+def note(prediction_id: int) -> ResponseReturnValue:
+    """Save the free-text note."""
+    prediction = get_prediction_or_404(prediction_id)
+    prediction.note = request.form.get("note", "").strip()[:5000]
+    db.session.commit()
+    return _annotations(prediction, saved="note saved")
+
+
+@bp.post("/<int:prediction_id>/review")
+def review(prediction_id: int) -> ResponseReturnValue:
+    """Record the reviewer's agree/disagree and, when known, the true label."""
+    prediction = get_prediction_or_404(prediction_id)
+    verdict, truth = request.form.get("review") or None, request.form.get("true_label") or None
+    if verdict not in (*REVIEWS, None) or truth not in (*LABELS, None):
+        abort(400, description="review must be agree or disagree; true label Normal or Stroke")
+    prediction.review, prediction.true_label = verdict, truth
+    prediction.reviewed_at = now() if verdict or truth else None
+    db.session.commit()
+    return _annotations(prediction, saved="review saved")
+
+
+@bp.get("/<int:prediction_id>/delete")
+def confirm_delete(prediction_id: int) -> str:
+    """Ask before deleting (the page a browser without JavaScript gets)."""
+    return render("results/delete.html", p=get_prediction_or_404(prediction_id))
+
+
+@bp.post("/<int:prediction_id>/delete")
+def delete(prediction_id: int) -> ResponseReturnValue:
+    """Delete the result, its slices and every file stored for them."""
+    prediction = get_prediction_or_404(prediction_id)
+    stored = [s.stored_name for s in prediction.slices]
+    db.session.delete(prediction)
+    db.session.commit()
+    for name in stored:
+        storage.remove(name)
+    target = url_for("history.listing", deleted=prediction_id)
+    if is_htmx():
+        return "", 200, {"HX-Redirect": target}
+    return redirect(target, 303)
+
+
+def _annotations(prediction: Prediction, saved: str) -> ResponseReturnValue:
+    if not is_htmx():
+        return redirect(url_for(".detail", prediction_id=prediction.id), 303)
+    return render("results/detail.html", "annotations", p=prediction, saved=saved)
+
+
+def _viewer_state(prediction: Prediction) -> dict:
+    """Which slice, window and overlay settings the viewer shows, from the query string."""
+    position = request.args.get("slice", 0, type=int)
+    slice_result = get_slice_or_404(prediction, position)
+    windows = images.windows_for(slice_result)
+    window = request.args.get("window", "model")
+    opacity = min(max(request.args.get("opacity", 0.4, type=float), 0.0), 1.0)
+    return {
+        "s": slice_result,
+        "window": window if window in windows else "model",
+        "windows": windows,
+        "presets": images.WINDOW_PRESETS,
+        "cam_on": request.args.get("cam", "on") != "off",
+        "opacity": opacity,
+        "method": request.args.get("method", "gradcam"),
+        "methods": explain.METHODS,
+    }
+
+
+def _provenance(prediction: Prediction) -> dict:
+    """How this result relates to the model and threshold in force now."""
+    bundle, _ = active_bundle()
+    other_bundle = bundle is None or bundle.id != prediction.bundle_id
+    current = None if other_bundle else active_threshold(prediction.kind)
+    return {
+        "other_bundle": other_bundle,
+        "current_threshold": current,
+        "label_now": None if current is None else LABELS[int(prediction.score >= current)],
+    }

@@ -1,0 +1,60 @@
+"""Uploaded slices on disk: generated names under the instance folder, renderings cached beside.
+
+A user's file name is shown, never used as a path. DICOM files are de-identified before they are
+written (see webapp.deid) unless the deployment opts out with DEIDENTIFY_DICOM = False.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from pathlib import Path
+
+from flask import current_app
+
+from webapp.deid import deidentify
+
+SUFFIXES = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
+
+
+def upload_root() -> Path:
+    root = Path(current_app.config["UPLOAD_DIR"] or Path(current_app.instance_path) / "uploads")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def store(data: bytes, file_format: str) -> str:
+    """Write one validated slice under a generated name; returns that name."""
+    if file_format == "dicom" and current_app.config["DEIDENTIFY_DICOM"]:
+        data = deidentify(data)
+    name = uuid.uuid4().hex + SUFFIXES[file_format]
+    folder = upload_root() / name[:2]
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(data)
+    return name
+
+
+def path_of(stored_name: str) -> Path:
+    """Where a stored slice lives. Names come from `store`, but are checked anyway."""
+    if not stored_name or "/" in stored_name or "\\" in stored_name or stored_name.startswith("."):
+        raise ValueError(f"not a stored slice name: {stored_name!r}")
+    return upload_root() / stored_name[:2] / stored_name
+
+
+def cache_path(stored_name: str, kind: str) -> Path:
+    """A rendering cached next to its slice, e.g. kind 'window-brain.png' or 'cam-gradcam.png'."""
+    return path_of(stored_name).with_name(f"{stored_name}.{kind}")
+
+
+def remove(stored_name: str) -> None:
+    """Delete a slice and every rendering cached beside it."""
+    path = path_of(stored_name)
+    for file in path.parent.glob(f"{stored_name}*"):
+        file.unlink(missing_ok=True)
+    if path.parent.exists() and not any(path.parent.iterdir()):
+        shutil.rmtree(path.parent, ignore_errors=True)
