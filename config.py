@@ -34,6 +34,8 @@ class Config:
     # a background thread while the page shows progress.
     INLINE_SLICES = int(os.environ.get("INLINE_SLICES", "1"))
     HISTORY_PAGE_SIZE = 25
+    # Computed once and kept (the studio's bootstrap bands); under the instance folder by default.
+    CACHE_DIR = os.environ.get("CACHE_DIR") or None
 
 
 class TestConfig(Config):

@@ -200,12 +200,12 @@ def evaluate_bundle(
         raise ValueError("give --data DIR, --holdout, or both")
     predictor = Predictor.from_bundle(bundle_path, backend=backend, device=device)
     bundle, cfg = predictor.bundle, predictor.cfg
-    stored_holdout = _read_csv(bundle.path / "holdout.csv") if holdout else None
+    stored_holdout = read_rows(bundle.path / "holdout.csv") if holdout else None
     if holdout and stored_holdout is None:
         raise ValueError(f"{bundle.path} has no holdout.csv: it was trained without a holdout")
     notes: list[str] = []
     if data is None:
-        scored = _scored_rows(stored_holdout)
+        scored = scored_from_rows(stored_holdout)
         source = "the bundle's holdout (stored ensemble predictions)"
     else:
         scored, notes = _score_folder(predictor, data, stored_holdout, batch_size)
@@ -273,11 +273,11 @@ def _score_folder(predictor, data: Path, holdout_rows, batch_size: int):
 def _seen_in_training(bundle_path: Path, data: Path, scored: Scored) -> int:
     from ml.hashing import sha256_file
 
-    trained = {row["sha256"] for row in _read_csv(Path(bundle_path) / "oof.csv") or []}
+    trained = {row["sha256"] for row in read_rows(Path(bundle_path) / "oof.csv") or []}
     return sum(sha256_file(Path(data) / p) in trained for p in scored.paths)
 
 
-def _scored_rows(rows: list[dict[str, str]]) -> Scored:
+def scored_from_rows(rows: list[dict[str, str]]) -> Scored:
     return Scored(
         paths=[r["path"] for r in rows],
         patients=[r["patient_id"] for r in rows],
@@ -286,7 +286,7 @@ def _scored_rows(rows: list[dict[str, str]]) -> Scored:
     )
 
 
-def _read_csv(path: Path) -> list[dict[str, str]] | None:
+def read_rows(path: Path) -> list[dict[str, str]] | None:
     if not path.is_file():
         return None
     with path.open(newline="") as handle:

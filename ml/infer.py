@@ -28,7 +28,7 @@ from ml.cache import network_pixels
 from ml.config import BACKENDS, VIEW_AGGREGATIONS, TrainConfig
 from ml.readers import read_slice
 from ml.runtime import exact_float32, pick_device
-from ml.thresholds import find_point, read_thresholds
+from ml.thresholds import OperatingPoint, find_point, read_thresholds
 from ml.transforms import to_tensor
 from ml.tta import VIEWS, build_views
 
@@ -167,11 +167,25 @@ class Predictor:
         prepared = [self.prepare(s, n) for s, n in zip(sources, names, strict=True)]
         return self.predict_prepared(prepared)
 
-    def predict_prepared(self, prepared: Sequence[Prepared]) -> list[SlicePrediction]:
+    def predict_prepared(
+        self,
+        prepared: Sequence[Prepared],
+        *,
+        point: OperatingPoint | None = None,
+        half_width: float | None = None,
+    ) -> list[SlicePrediction]:
+        """Predict prepared slices; label them at `point` (default: the bundle's active one).
+
+        A caller that keeps its own operating points (the web app) passes the point and the
+        uncertainty band's half-width measured on OOF data at that point's threshold.
+        """
         if not prepared:
             return []
         probs = self.probabilities(torch.stack([p.tensor for p in prepared]))
-        return [self._summarise(p, probs[i]) for i, p in enumerate(prepared)]
+        point = point or self.point
+        if half_width is None:
+            half_width = self.uncertainty["half_width"]
+        return [self._summarise(p, probs[i], point, half_width) for i, p in enumerate(prepared)]
 
     def predict_study(
         self,
@@ -187,7 +201,12 @@ class Predictor:
         return self.study_from_slices(self.predict_prepared(prepared), order_by, aggregation)
 
     def study_from_slices(
-        self, slices: Sequence[SlicePrediction], order_by: str, aggregation: str | None = None
+        self,
+        slices: Sequence[SlicePrediction],
+        order_by: str,
+        aggregation: str | None = None,
+        *,
+        point: OperatingPoint | None = None,
     ) -> StudyPrediction:
         """The study score of slices already predicted (and ordered), at the patient threshold.
 
@@ -196,7 +215,7 @@ class Predictor:
         """
         method = aggregation or self.cfg.study_aggregation
         score = metrics.aggregate([s.probability for s in slices], method)
-        threshold = self.study_point.threshold
+        threshold = (point or self.study_point).threshold
         return StudyPrediction(
             score=score,
             aggregation=method,
@@ -261,15 +280,17 @@ class Predictor:
 
     # ---- helpers ---------------------------------------------------------------------------
 
-    def _summarise(self, prepared: Prepared, probs: np.ndarray) -> SlicePrediction:
+    def _summarise(
+        self, prepared: Prepared, probs: np.ndarray, point: OperatingPoint, half_width: float
+    ) -> SlicePrediction:
         """probs: (K, V) for one slice."""
         per_fold = _aggregate_views(probs, self.view_aggregation)  # (K,)
         probability = float(per_fold.mean())
         fold_std = float(per_fold.std())
         view_std = float(probs.mean(axis=0).std())
-        threshold = self.point.threshold
+        threshold = point.threshold
         reasons = []
-        if abs(probability - threshold) <= self.uncertainty["half_width"]:
+        if abs(probability - threshold) <= half_width:
             reasons.append("close to the threshold")
         if fold_std > self.uncertainty["fold_std_limit"]:
             reasons.append("the fold models disagree")
@@ -281,7 +302,7 @@ class Predictor:
             view_std=view_std,
             label=LABELS[int(probability >= threshold)],
             threshold=threshold,
-            operating_point=self.point.name,
+            operating_point=point.name,
             uncertain=bool(reasons),
             uncertain_reasons=reasons,
             bundle_id=self.bundle.id,

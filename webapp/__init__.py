@@ -40,13 +40,17 @@ def create_app(config: object | None = None) -> Flask:
     errors.register(app)
     app.after_request(_security_headers)
 
+    from webapp.api import bp as api_bp
     from webapp.bundles import bp as bundles_bp
     from webapp.history import bp as history_bp
     from webapp.predict import bp as predict_bp
     from webapp.results import bp as results_bp
+    from webapp.studio import bp as studio_bp
+    from webapp.tokens import tokens_cli
 
-    for blueprint in (predict_bp, results_bp, history_bp, bundles_bp):
+    for blueprint in (predict_bp, results_bp, history_bp, bundles_bp, studio_bp, api_bp):
         app.register_blueprint(blueprint)
+    app.cli.add_command(tokens_cli)
     return app
 
 

@@ -18,7 +18,6 @@ from flask.cli import AppGroup
 
 from ml.bundle import Bundle, BundleError, load_bundle
 from ml.infer import Predictor
-from ml.thresholds import find_point, read_thresholds
 
 KEY = "ctstroke.bundle"
 PREDICTOR_KEY = "ctstroke.predictor"
@@ -45,13 +44,13 @@ def active_bundle() -> tuple[Bundle | None, str | None]:
 
 
 def active_threshold(kind: str) -> float | None:
-    """The active operating point's threshold for a slice or a study (patient) result, now."""
+    """The threshold that would label a slice or a study (patient) result made now."""
+    from webapp import points
+
     bundle, _ = active_bundle()
     if bundle is None:
         return None
-    name = "patient_thresholds.json" if kind == "study" else "thresholds.json"
-    points, active = read_thresholds(bundle.path / name)
-    return find_point(points, active).threshold
+    return points.active_point(bundle, "patient" if kind == "study" else "slice").point.threshold
 
 
 @contextmanager

@@ -36,15 +36,15 @@ def _code(status: int) -> str:
 
 
 def _http_error(exc: HTTPException):
-    status = exc.code or 500
-    message = MESSAGES.get(status, exc.description or "")
-    if status == 413:
-        from flask import current_app
+    """The view's own description when it gave one (abort(400, description=...)), else ours."""
+    from flask import current_app
 
+    status = exc.code or 500
+    custom = exc.description and exc.description != type(exc).description
+    message = exc.description if custom else MESSAGES.get(status, exc.description or "")
+    if status == 413:
         limit = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
-        message = message.format(limit=f"{limit:g}")
-    elif status not in MESSAGES and exc.description:
-        message = exc.description
+        message = MESSAGES[413].format(limit=f"{limit:g}")
     return error_response(status, message)
 
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from webapp.extensions import db
@@ -43,6 +53,8 @@ class Job(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     # What the worker needs: original names, stored names and hashes of the uploaded slices.
     inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # How to label: {"threshold": t} or {"operating_point": name}; None means the active point.
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     predictions: Mapped[list[Prediction]] = relationship(back_populates="job")
 
     @property
@@ -119,3 +131,46 @@ class SliceResult(db.Model):
     faithfulness: Mapped[dict[str, float] | None] = mapped_column(JSON)  # once a CAM was made
 
     prediction: Mapped[Prediction] = relationship(back_populates="slices")
+
+
+class OperatingPointRecord(db.Model):
+    """A threshold this deployment saved or adopted for a bundle, at slice or patient level.
+
+    The bundle's own points (thresholds.json) are read-only: the bundle is hashed. A deployment
+    that moves the threshold records it here, with who, when, the OOF metrics at it and the
+    uncertainty band's half-width measured on OOF data at that threshold. At most one row per
+    (bundle, level) is active; with none, the bundle's own active point applies.
+    """
+
+    __tablename__ = "operating_points"
+    __table_args__ = (UniqueConstraint("bundle_id", "level", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bundle_id: Mapped[str] = mapped_column(ForeignKey("bundles.id"), index=True)
+    level: Mapped[str] = mapped_column(String(10))  # slice | patient
+    name: Mapped[str] = mapped_column(String(100))
+    policy: Mapped[str] = mapped_column(String(30))  # "saved", or the bundle policy it copies
+    threshold: Mapped[float] = mapped_column(Float)
+    half_width: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)  # OOF counts and rates at threshold
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(db.Model):
+    """A bearer token for /api/v1. Only its SHA-256 is stored; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(40))  # space-separated: read, write
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    def allows(self, scope: str) -> bool:
+        return self.revoked_at is None and scope in self.scopes.split()

@@ -36,6 +36,7 @@ def live_app(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Fla
         BUNDLE_DIR = root / "bundles"
         ACTIVE_BUNDLE = "tiny"
         UPLOAD_DIR = str(root / "uploads")
+        CACHE_DIR = str(root / "cache")
 
     app = create_app(Config)
     with app.app_context():

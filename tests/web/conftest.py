@@ -27,6 +27,7 @@ def _make_app(tmp_path: Path, bundle_dir: Path, active: str, **settings: object)
         BUNDLE_DIR = bundle_dir
         ACTIVE_BUNDLE = active
         UPLOAD_DIR = str(tmp_path / "uploads")
+        CACHE_DIR = str(tmp_path / "cache")
 
     for key, value in settings.items():
         setattr(Config, key, value)

@@ -14,7 +14,10 @@ bp = Blueprint("bundles", __name__)
 
 
 def get_bundle_or_404(bundle_id: str) -> Bundle:
-    """The registered bundle with this id, read from disk and checked against its hashes."""
+    """The loaded bundle, or a registered one read from disk and checked against its hashes."""
+    loaded, _ = active_bundle()
+    if loaded is not None and loaded.id == bundle_id:
+        return loaded
     record = db.get_or_404(BundleRecord, bundle_id)
     try:
         bundle = load_bundle(current_app.config["BUNDLE_DIR"] / record.name)

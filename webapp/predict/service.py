@@ -18,13 +18,16 @@ from typing import Any
 from flask import Flask, current_app
 from werkzeug.datastructures import FileStorage
 
+from ml.bundle import Bundle
 from ml.infer import Predictor, SlicePrediction, order_slices
 from ml.inputs import UnreadableInput, read_zip
 from ml.readers import UnreadableImage, read_slice, sniff_format
-from webapp import storage
+from ml.thresholds import OperatingPoint
+from webapp import points, storage
 from webapp.bundle_store import register, using_predictor
 from webapp.extensions import db
 from webapp.models import Job, Prediction, SliceResult
+from webapp.points import ActivePoint
 
 log = logging.getLogger(__name__)
 _executor: ThreadPoolExecutor | None = None
@@ -98,7 +101,9 @@ def _status_for(content: bytes) -> int:
     return 422 if sniff_format(content[:132]) else 415
 
 
-def create_job(slices: list[UploadedSlice], as_study: bool) -> Job:
+def create_job(
+    slices: list[UploadedSlice], as_study: bool, options: dict[str, Any] | None = None
+) -> Job:
     """Store the validated slices under generated names; record the job that will predict them."""
     mode = "slice" if len(slices) == 1 else ("study" if as_study else "batch")
     inputs = [
@@ -111,7 +116,9 @@ def create_job(slices: list[UploadedSlice], as_study: bool) -> Job:
         }
         for s in slices
     ]
-    job = Job(id=secrets.token_hex(16), mode=mode, total=len(inputs), inputs=inputs)
+    job = Job(
+        id=secrets.token_hex(16), mode=mode, total=len(inputs), inputs=inputs, options=options
+    )
     db.session.add(job)
     db.session.commit()
     return job
@@ -163,18 +170,58 @@ def run_job(job_id: str) -> None:
 
 def _predict_job(job: Job) -> list[Prediction]:
     inputs, order_by = _ordered(job.inputs) if job.mode == "study" else (job.inputs, None)
+    with using_predictor() as predictor:
+        is_study = job.mode == "study"
+        slice_point = labelling_point(predictor.bundle, "slice", job.options, required=not is_study)
+        study_point = (
+            labelling_point(predictor.bundle, "patient", job.options) if is_study else None
+        )
     results: list[tuple[dict[str, Any], SlicePrediction]] = []
     for item in inputs:
         with using_predictor() as predictor:
             prepared = predictor.prepare(storage.path_of(item["stored"]), item["name"])
-            results.append((item, predictor.predict_prepared([prepared])[0]))
+            [result] = predictor.predict_prepared(
+                [prepared], point=slice_point.point, half_width=slice_point.half_width
+            )
+            results.append((item, result))
         job.done += 1
         db.session.commit()
     with using_predictor() as predictor:
         register(predictor.bundle)
-        if job.mode == "study":
-            return [_study_row(job, predictor, results, order_by)]
+        if study_point is not None:  # a study
+            return [_study_row(job, predictor, results, order_by, study_point)]
         return [_slice_row(job, predictor, item, result) for item, result in results]
+
+
+def labelling_point(
+    bundle: Bundle, level: str, options: dict[str, Any] | None, *, required: bool = True
+) -> ActivePoint:
+    """The point a job labels with: a requested threshold or named point, else the active one.
+
+    A named point that does not exist at this level is an error when `required`; otherwise
+    (a study's slices, when only the patient level has the name) the active point applies.
+    """
+    options = options or {}
+    if options.get("threshold") is not None:
+        threshold = float(options["threshold"])
+        point = OperatingPoint(name="requested", policy="request", threshold=threshold)
+        return ActivePoint(point, points.band(bundle, level, threshold), "request")
+    if options.get("operating_point"):
+        try:
+            return points.named_point(bundle, level, options["operating_point"])
+        except points.PointError:
+            if required:
+                raise
+    return points.active_point(bundle, level)
+
+
+def delete_prediction(prediction: Prediction) -> None:
+    """Delete a result, its slices and every file stored for them."""
+    stored = [s.stored_name for s in prediction.slices]
+    db.session.delete(prediction)
+    db.session.commit()
+    for name in stored:
+        storage.remove(name)
 
 
 def _ordered(inputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
@@ -250,22 +297,20 @@ def _study_row(
     predictor: Predictor,
     results: list[tuple[dict[str, Any], SlicePrediction]],
     order_by: str | None,
+    study_point: ActivePoint,
 ) -> Prediction:
-    study = predictor.study_from_slices([r for _, r in results], order_by or "file_name")
-    names = [item["name"] for item, _ in results]
-    # The band was set on OOF slices around the slice threshold; applied to the study score
-    # around the patient threshold it is a plain, stated rule, not a calibrated one.
-    half_width = predictor.uncertainty["half_width"]
-    reasons = (
-        ["study score close to the threshold"]
-        if abs(study.score - study.threshold) <= (half_width)
-        else []
+    study = predictor.study_from_slices(
+        [r for _, r in results], order_by or "file_name", point=study_point.point
     )
+    names = [item["name"] for item, _ in results]
+    # The band holds the share of OOF patients whose scores lie nearest the patient threshold.
+    near = abs(study.score - study.threshold) <= study_point.half_width
+    reasons = ["study score close to the threshold"] if near else []
     return Prediction(
         kind="study",
         name=f"study of {len(names)} slices ({names[0]} … {names[-1]})"[:300],
         content_sha256=storage.sha256("".join(sorted(i["sha256"] for i, _ in results)).encode()),
-        operating_point=predictor.study_point.name,
+        operating_point=study_point.point.name,
         threshold=study.threshold,
         score=study.score,
         label=study.label,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, request, send_file, url_for
 from flask.typing import ResponseReturnValue
 
-from webapp import storage
 from webapp.bundle_store import ModelNotLoaded, active_bundle, active_threshold
 from webapp.extensions import db
 from webapp.models import LABELS, REVIEWS, Prediction, SliceResult, now
+from webapp.predict.service import delete_prediction
 from webapp.render import is_htmx, render
 from webapp.results import explain, images
 
@@ -113,11 +113,7 @@ def confirm_delete(prediction_id: int) -> str:
 def delete(prediction_id: int) -> ResponseReturnValue:
     """Delete the result, its slices and every file stored for them."""
     prediction = get_prediction_or_404(prediction_id)
-    stored = [s.stored_name for s in prediction.slices]
-    db.session.delete(prediction)
-    db.session.commit()
-    for name in stored:
-        storage.remove(name)
+    delete_prediction(prediction)
     target = url_for("history.listing", deleted=prediction_id)
     if is_htmx():
         return "", 200, {"HX-Redirect": target}

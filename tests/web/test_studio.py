@@ -1,0 +1,137 @@
+"""Threshold studio routes: OOF figures, presets, saving and activating points, changed labels."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import numpy as np
+import pytest
+
+from ml import metrics, oof
+from ml.bundle import load_bundle
+from ml.thresholds import read_thresholds
+from tests.web.helpers import phantom_slices, post, upload
+from webapp.extensions import db
+from webapp.models import OperatingPointRecord, Prediction
+
+
+@pytest.fixture
+def bundle(bundle_dir):
+    return load_bundle(bundle_dir / "tiny")
+
+
+def _studio(client, bundle, **args):
+    return client.get(f"/studio/{bundle.id}", query_string=args)
+
+
+def test_active_studio_redirects_to_the_bundle(client, bundle) -> None:
+    response = client.get("/studio?level=patient")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith(f"/studio/{bundle.id}?level=patient")
+
+
+@pytest.mark.parametrize("level", ["slice", "patient"])
+def test_table_equals_python_at_the_threshold(client, bundle, level) -> None:
+    scores = oof.oof_scores(bundle, level)
+    threshold = float(np.quantile(scores.scores, 0.6))
+    page = _studio(client, bundle, level=level, threshold=threshold).get_data(as_text=True)
+    expected = metrics.at_threshold(scores.labels, scores.scores, threshold)
+    for key in ("tp", "fp", "tn", "fn"):
+        assert f'id="cm-{key}">{expected[key]}<' in page, key
+    sensitivity = expected["sensitivity"]
+    assert f'id="m-sensitivity">{sensitivity:.3f}<' in page
+    assert "out-of-fold predictions" in page and "Not for clinical use" in page
+
+
+def test_prevalence_changes_ppv_and_npv(client, bundle) -> None:
+    scores = oof.oof_scores(bundle, "slice")
+    figures = oof.metrics_at(scores, 0.5, prevalence=0.05)
+    page = _studio(client, bundle, threshold=0.5, prevalence=0.05).get_data(as_text=True)
+    expected_ppv = figures["at_prevalence"]["ppv"]
+    assert f"At prevalence 0.05: PPV {expected_ppv:.3f}" in page
+
+
+def test_data_json_holds_arrays_curves_and_presets(client, bundle) -> None:
+    data = client.get(f"/studio/{bundle.id}/data.json?level=slice").get_json()
+    scores = oof.oof_scores(bundle, "slice")
+    assert data["labels"] == scores.labels.tolist() and len(data["scores"]) == len(data["labels"])
+    assert {"roc", "pr"} <= set(data["curves"]) and data["curves"]["roc"]["band"]["low"]
+    own, active = read_thresholds(bundle.path / "thresholds.json")
+    assert [p["name"] for p in data["points"]][: len(own)] == [p.name for p in own]
+    assert data["active"]["name"] == active
+
+
+def test_bad_level_is_400_and_unknown_bundle_404(client, bundle) -> None:
+    assert _studio(client, bundle, level="organ").status_code == 400
+    assert client.get("/studio/0000000000000000").status_code == 404
+
+
+def test_save_and_activate_a_point_labels_new_results(app, client, bundle, phantom_data) -> None:
+    response = post(
+        client,
+        f"/studio/{bundle.id}/points",
+        {"level": "slice", "threshold": "0.001", "name": "catch-all", "activate": "on",
+         "created_by": "dr test"},
+    )  # fmt: skip
+    assert response.status_code == 303
+    with app.app_context():
+        record = db.session.scalars(db.select(OperatingPointRecord)).one()
+        assert (record.name, record.active, record.created_by) == ("catch-all", True, "dr test")
+        assert record.metrics["tp"] + record.metrics["fn"] > 0 and record.half_width >= 0
+    page = _studio(client, bundle).get_data(as_text=True)
+    assert 'id="active-name">catch-all<' in page
+
+    upload(client, phantom_slices(phantom_data, 1))
+    with app.app_context():
+        prediction = db.session.scalars(db.select(Prediction)).one()
+        assert prediction.operating_point == "catch-all" and prediction.threshold == 0.001
+        assert prediction.label == "Stroke"
+
+
+def test_bad_saves_are_refused(client, bundle) -> None:
+    own, _ = read_thresholds(bundle.path / "thresholds.json")
+    url = f"/studio/{bundle.id}/points"
+    assert post(client, url, {"level": "slice", "threshold": "0.4", "name": ""}).status_code == 400
+    taken = post(client, url, {"level": "slice", "threshold": "0.4", "name": own[0].name})
+    assert taken.status_code == 400
+    assert "bundle's own points" in html.unescape(taken.get_data(as_text=True))
+    assert post(client, url, {"level": "slice", "threshold": "2", "name": "x"}).status_code == 400
+    assert (
+        client.post(url, data={"level": "slice", "threshold": "0.4", "name": "x"}).status_code
+        == 400
+    )  # no CSRF
+
+
+def test_adopting_a_bundle_point_and_counting_changed_labels(app, client, bundle, phantom_data):
+    upload(client, phantom_slices(phantom_data, 1))
+    with app.app_context():
+        prediction = db.session.scalars(db.select(Prediction)).one()
+        score, label = prediction.score, prediction.label
+    flip = 0.0 if label == "Normal" else 1.0  # a threshold that flips this result's label
+    page = _studio(client, bundle, threshold=flip).get_data(as_text=True)
+    assert re.search(r'id="changed-count">1<', page)
+    listing = client.get(f"/studio/{bundle.id}/changed?level=slice&threshold={flip}")
+    assert f"/predictions/{prediction.id}" in listing.get_data(as_text=True)
+    same = _studio(client, bundle, threshold=score if label == "Stroke" else 1.0)
+    assert 'id="changed-count">0<' in same.get_data(as_text=True)
+
+    own, active = read_thresholds(bundle.path / "thresholds.json")
+    other = next(p for p in own if p.name != active)
+    response = post(
+        client, f"/studio/{bundle.id}/points/activate", {"level": "slice", "name": other.name}
+    )
+    assert response.status_code == 303
+    assert f'id="active-name">{other.name}<' in _studio(client, bundle).get_data(as_text=True)
+    with app.app_context():  # the stored result keeps the threshold it was made with
+        assert db.session.scalars(db.select(Prediction)).one().label == label
+    missing = post(
+        client, f"/studio/{bundle.id}/points/activate", {"level": "slice", "name": "nope"}
+    )
+    assert missing.status_code == 400
+
+
+def test_holdout_report_is_shown_apart_when_present(client, bundle) -> None:
+    page = _studio(client, bundle).get_data(as_text=True)
+    has_holdout = (bundle.path / "report_holdout" / "metrics.json").exists()
+    assert ("Holdout (for reading only)" in page) == has_holdout

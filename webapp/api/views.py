@@ -1,0 +1,195 @@
+"""Routes of /api/v1: predict, stored results, models and their operating points, health.
+
+Every answer is JSON (or a PNG heat map); every error is `{"error": {"code", "message"}}`.
+Uploads are predicted within the request, so a client gets its result in the response.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request, send_file, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import selectinload
+
+from ml.bundle import Bundle
+from webapp import points
+from webapp.api import openapi, serialise
+from webapp.api.auth import require
+from webapp.api.model_views import bp as models_bp
+from webapp.api.params import ApiError, flag, optional_number, whole_number
+from webapp.bundle_store import ModelNotLoaded, active_bundle
+from webapp.errors import error_response
+from webapp.extensions import csrf, db
+from webapp.history.query import Filters
+from webapp.models import Job, Prediction
+from webapp.predict import service
+from webapp.results import explain
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+csrf.exempt(bp)  # clients authenticate with a bearer token, not a session cookie
+bp.register_blueprint(models_bp)
+MAX_PER_PAGE = 100
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError) -> ResponseReturnValue:
+    return error_response(exc.status, exc.message, exc.code)
+
+
+@bp.errorhandler(service.BadUpload)
+def _bad_upload(exc: service.BadUpload) -> ResponseReturnValue:
+    return error_response(exc.status, f"{exc}. Nothing was stored.")
+
+
+@bp.errorhandler(points.PointError)
+def _point_error(exc: points.PointError) -> ResponseReturnValue:
+    return error_response(400, str(exc))
+
+
+@bp.post("/predict")
+@require("write")
+def predict() -> ResponseReturnValue:
+    """Check every file, store them, predict now; 201 with the stored result(s)."""
+    as_study, with_cam = flag("study"), flag("cam")
+    options = _labelling_options(_loaded_bundle(), as_study)
+    slices = service.read_upload(request.files.getlist("files"))
+    job = service.create_job(slices, as_study=as_study, options=options)
+    service.run_job(job.id)
+    return _job_outcome(job.id, with_cam)
+
+
+@bp.get("/predictions")
+@require("read")
+def predictions() -> ResponseReturnValue:
+    """Stored results, filtered and sorted like the history page, one page at a time."""
+    page = whole_number("page", 1, minimum=1)
+    per_page = whole_number("per_page", 25, minimum=1, maximum=MAX_PER_PAGE)
+    query = Filters.from_args(request.args).query().options(selectinload(Prediction.slices))
+    found = db.paginate(query, page=page, per_page=per_page, error_out=False, count=True)
+    return {
+        "items": [serialise.prediction_summary(p) for p in found.items],
+        "page": page,
+        "per_page": per_page,
+        "pages": found.pages,
+        "total": found.total,
+    }
+
+
+@bp.get("/predictions/<int:prediction_id>")
+@require("read")
+def prediction(prediction_id: int) -> ResponseReturnValue:
+    """One stored result with its slices and provenance."""
+    return serialise.prediction_detail(_prediction_or_404(prediction_id))
+
+
+@bp.delete("/predictions/<int:prediction_id>")
+@require("write")
+def delete_prediction(prediction_id: int) -> ResponseReturnValue:
+    """Delete a result, its slices and every file stored for them."""
+    found = _prediction_or_404(prediction_id)
+    service.delete_prediction(found)
+    return "", 204
+
+
+@bp.get("/predictions/<int:prediction_id>/cam.png")
+@require("read")
+def prediction_cam(prediction_id: int) -> ResponseReturnValue:
+    """The heat map of one slice (`slice`, `method`) as a PNG, made on first request."""
+    found = _prediction_or_404(prediction_id)
+    position = whole_number("slice", 0, minimum=0)
+    if position >= len(found.slices):
+        raise ApiError(404, f"prediction {prediction_id} has {len(found.slices)} slice(s)")
+    method = request.args.get("method", serialise.CAM_METHOD)
+    try:
+        path = explain.ensure_cam(found, found.slices[position], method)
+    except (explain.CamUnavailable, ModelNotLoaded) as exc:
+        raise ApiError(409, str(exc)) from None
+    response = send_file(path, mimetype="image/png", max_age=3600)
+    response.cache_control.public = False  # behind a token: no shared cache may keep it
+    response.cache_control.private = True
+    return response
+
+
+@bp.get("/health")
+def health() -> ResponseReturnValue:
+    """Whether a model is loaded and the database answers (503 when either fails); no token."""
+    bundle, _ = active_bundle()  # not why: this route is public, and the reason names paths
+    database = _database_answers()
+    healthy = bundle is not None and database
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "model_loaded": bundle is not None,
+        "bundle_id": bundle.id if bundle else None,
+        "database": database,
+        "version": service.app_version(),
+    }
+    return body, 200 if healthy else 503
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> ResponseReturnValue:
+    """The OpenAPI 3.0 description of these routes; no token."""
+    return openapi.document(service.app_version())
+
+
+def _loaded_bundle() -> Bundle:
+    bundle, problem = active_bundle()
+    if bundle is None:
+        raise ModelNotLoaded(problem or "no model bundle is loaded")
+    return bundle
+
+
+def _labelling_options(bundle: Bundle, as_study: bool) -> dict[str, Any] | None:
+    """A requested threshold or named point, checked before anything is stored.
+
+    A named point must exist at the level it labels: patient level for a study, slice level
+    otherwise (a study's slices use it too where the slice level has that name).
+    """
+    threshold = optional_number(request.form, "threshold")
+    name = (request.form.get("operating_point") or "").strip()
+    if threshold is not None and name:
+        raise ApiError(400, "give threshold or operating_point, not both")
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ApiError(400, f"threshold must lie in [0, 1], got {threshold}")
+        return {"threshold": threshold}
+    if name:
+        points.named_point(bundle, "patient" if as_study else "slice", name)
+        return {"operating_point": name}
+    return None
+
+
+def _job_outcome(job_id: str, with_cam: bool) -> ResponseReturnValue:
+    """201 with the job's stored prediction(s), or 500 with why it failed (nothing stored)."""
+    job = db.session.get(Job, job_id)
+    if job is None or job.status != "done":
+        reason = job.error if job is not None else "the job was lost"
+        raise ApiError(500, f"{reason}. Nothing was stored.", "prediction_failed")
+    made = sorted(job.predictions, key=lambda p: p.id)
+    if with_cam:
+        for p in made:
+            for s in p.slices:
+                explain.ensure_cam(p, s, serialise.CAM_METHOD)
+    if job.mode == "batch":
+        return {"predictions": [serialise.prediction_detail(p) for p in made]}, 201
+    location = url_for(".prediction", prediction_id=made[0].id)
+    return serialise.prediction_detail(made[0]), 201, {"Location": location}
+
+
+def _prediction_or_404(prediction_id: int) -> Prediction:
+    found = db.session.get(Prediction, prediction_id)
+    if found is None:
+        raise ApiError(404, f"there is no prediction {prediction_id}; it may have been deleted")
+    return found
+
+
+def _database_answers() -> bool:
+    try:
+        db.session.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        db.session.rollback()
+        return False
+    return True

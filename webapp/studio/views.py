@@ -1,0 +1,135 @@
+"""Routes of the threshold studio."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, jsonify, redirect, request, url_for
+from flask.typing import ResponseReturnValue
+
+from ml import oof
+from webapp import points
+from webapp.bundle_store import active_bundle
+from webapp.bundles.views import get_bundle_or_404
+from webapp.extensions import db
+from webapp.render import render
+from webapp.studio.data import holdout_report, studio_data
+
+bp = Blueprint("studio", __name__, url_prefix="/studio")
+
+
+@bp.get("")
+def active() -> ResponseReturnValue:
+    """The studio of the active bundle."""
+    bundle, problem = active_bundle()
+    if bundle is None:
+        abort(503, description=problem)
+    return redirect(url_for(".page", bundle_id=bundle.id, **request.args))
+
+
+@bp.get("/<bundle_id>")
+def page(bundle_id: str) -> str:
+    """The slider, the plots and the table; the table alone also works without JavaScript."""
+    bundle = get_bundle_or_404(bundle_id)
+    level = _level()
+    active = points.active_point(bundle, level)
+    threshold = _float_arg("threshold", active.point.threshold, 0.0, 1.0)
+    prevalence = request.args.get("prevalence", type=float)
+    if prevalence is not None and not 0.0 < prevalence < 1.0:
+        prevalence = None
+    scores = points.oof_scores(bundle, level)
+    changed = db.session.scalars(points.would_change(bundle, level, threshold)).all()
+    own, own_active = points.bundle_points(bundle, level)
+    return render(
+        "studio/page.html",
+        bundle=bundle,
+        level=level,
+        threshold=threshold,
+        prevalence=prevalence,
+        figures=oof.metrics_at(scores, threshold, prevalence=prevalence),
+        active=active,
+        own_points=own,
+        own_active=own_active,
+        saved=[r for r in points.saved_points(bundle, level) if r.policy == "saved"],
+        changed_count=len(changed),
+        holdout=holdout_report(bundle, level),
+        aggregation=scores.aggregation,
+    )
+
+
+@bp.get("/<bundle_id>/data.json")
+def data(bundle_id: str) -> ResponseReturnValue:
+    """OOF arrays, curves with bands, points and stored results: the page redraws from these."""
+    return jsonify(studio_data(get_bundle_or_404(bundle_id), _level()))
+
+
+@bp.get("/<bundle_id>/changed")
+def changed(bundle_id: str) -> str:
+    """Stored results whose label would change at this threshold (they keep their own)."""
+    bundle = get_bundle_or_404(bundle_id)
+    level = _level()
+    threshold = _float_arg("threshold", 0.5, 0.0, 1.0)
+    results = db.session.scalars(points.would_change(bundle, level, threshold)).all()
+    return render(
+        "studio/changed.html", bundle=bundle, level=level, threshold=threshold, results=results
+    )
+
+
+@bp.post("/<bundle_id>/points")
+def save(bundle_id: str) -> ResponseReturnValue:
+    """Save the slider's threshold as a named operating point, and make it active if asked."""
+    bundle = get_bundle_or_404(bundle_id)
+    level = _level(request.form)
+    threshold = request.form.get("threshold", type=float)
+    if threshold is None:
+        abort(400, description="threshold must be a number between 0 and 1")
+    try:
+        record = points.save_point(
+            bundle,
+            level,
+            request.form.get("name", ""),
+            threshold,
+            created_by=request.form.get("created_by") or "studio user",
+            activate=request.form.get("activate") == "on",
+        )
+    except points.PointError as exc:
+        abort(400, description=str(exc))
+    flash(
+        f"Saved {record.name} at {record.threshold:.3f}"
+        + (" and made it active" if record.active else "")
+    )
+    return redirect(
+        url_for(".page", bundle_id=bundle.id, level=level, threshold=record.threshold), 303
+    )
+
+
+@bp.post("/<bundle_id>/points/activate")
+def activate(bundle_id: str) -> ResponseReturnValue:
+    """Make a stored point (the bundle's own or a saved one) the one that labels new results."""
+    bundle = get_bundle_or_404(bundle_id)
+    level = _level(request.form)
+    name = request.form.get("name", "")
+    saved = next((r for r in points.saved_points(bundle, level) if r.name == name), None)
+    try:
+        if saved is not None:
+            points.activate_saved(saved)
+        else:
+            points.adopt_bundle_point(
+                bundle, level, name, created_by=request.form.get("created_by") or "studio user"
+            )
+    except points.PointError as exc:
+        abort(400, description=str(exc))
+    flash(f"{name} is now the active {level} operating point")
+    return redirect(url_for(".page", bundle_id=bundle.id, level=level), 303)
+
+
+def _level(source=None) -> str:
+    level = (source or request.args).get("level", "slice")
+    if level not in points.FILES:
+        abort(400, description="level must be slice or patient")
+    return level
+
+
+def _float_arg(name: str, default: float, low: float, high: float) -> float:
+    value = request.args.get(name, type=float)
+    if value is None or not low <= value <= high:
+        return default
+    return value
