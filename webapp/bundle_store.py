@@ -11,13 +11,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from ml.bundle import Bundle, BundleError, load_bundle
-from ml.infer import Predictor
+
+if TYPE_CHECKING:  # torch loads only when a worker first predicts, not for every flask command
+    from ml.infer import Predictor
 
 KEY = "ctstroke.bundle"
 PREDICTOR_KEY = "ctstroke.predictor"
@@ -62,6 +65,8 @@ def using_predictor() -> Iterator[Predictor]:
     with _lock:
         predictor = current_app.extensions.get(PREDICTOR_KEY)
         if predictor is None:
+            from ml.infer import Predictor
+
             predictor = Predictor(bundle, backend=current_app.config["PREDICTOR_BACKEND"])
             current_app.extensions[PREDICTOR_KEY] = predictor
         yield predictor

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +103,16 @@ class Screenshots:
     def __call__(self, step: str) -> None:
         self.count += 1
         self.page.screenshot(path=str(self.folder / f"{self.count:02d}-{step}.png"), full_page=True)
+
+
+def wait_until(page, function: str, timeout: float = 30.0) -> None:
+    """Poll `function` (JavaScript, e.g. "() => ...") until it is truthy.
+
+    Playwright's wait_for_function evaluates its predicate with eval inside the page, which our
+    Content-Security-Policy (rightly) forbids; page.evaluate is not subject to it.
+    """
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(function):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {function}")
+        time.sleep(0.02)

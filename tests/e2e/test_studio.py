@@ -9,9 +9,15 @@ import pytest
 
 from ml import metrics, oof
 from ml.bundle import load_bundle
+from tests.e2e.conftest import wait_until
 from tests.web.helpers import phantom_slices
 
 pytestmark = pytest.mark.slow
+# The page has drawn the threshold the slider now shows.
+DRAWN = (
+    "() => document.getElementById('studio').dataset.drawn === "
+    "String(parseFloat(document.getElementById('threshold').value))"
+)
 
 
 def _page_counts(page) -> dict[str, int]:
@@ -37,10 +43,7 @@ def test_keyboard_slider_matches_python_and_redraws_fast(page, base_url, live_ap
     timings = []
     for _ in range(40):
         page.keyboard.press("ArrowLeft")
-        page.wait_for_function(
-            "document.getElementById('studio').dataset.drawn === "
-            "String(parseFloat(document.getElementById('threshold').value))"
-        )
+        wait_until(page, DRAWN)
         timings.append(int(page.inner_text("#redraw-ms")))
     threshold = float(page.input_value("#threshold"))
     assert page.inner_text("#shown-threshold") == f"{threshold:.3f}"
@@ -84,7 +87,7 @@ def test_preset_save_activate_and_changed_labels(page, base_url, live_app, tmp_p
     flip = 0.0 if stored_label == "Normal" else min(1.0, round(score + 0.01, 3))
     page.fill("#threshold-number", f"{flip:.3f}")
     page.press("#threshold-number", "Enter")
-    page.wait_for_function("document.getElementById('changed-count').textContent === '1'")
+    wait_until(page, "() => document.getElementById('changed-count').textContent === '1'")
     page.fill("#point-name", "browser-point")
     page.fill("#created-by", "e2e")
     page.check("#save-activate")

@@ -219,7 +219,7 @@ def test_a_zip_is_one_study(app, client, phantom_data) -> None:
         for content, name in phantom_slices(phantom_data, 3):
             archive.writestr(f"series/{name}", content)
         archive.writestr("series/readme.txt", "not a slice")
-    response = upload(client, [(buffer.getvalue(), "series.zip")], study=True)
+    response = upload(client, [(buffer.getvalue(), "series.zip")])  # a zip is always a study
     wait_for_job(app, response.headers["Location"].rsplit("/", 1)[-1])
     prediction = _only_prediction(app)
     assert prediction.kind == "study" and len(prediction.slices) == 3

@@ -13,13 +13,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 from werkzeug.datastructures import FileStorage
 
 from ml.bundle import Bundle
-from ml.infer import Predictor, SlicePrediction, order_slices
 from ml.inputs import UnreadableInput, read_zip
 from ml.readers import UnreadableImage, read_slice, sniff_format
 from ml.thresholds import OperatingPoint
@@ -28,6 +27,9 @@ from webapp.bundle_store import register, using_predictor
 from webapp.extensions import db
 from webapp.models import Job, Prediction, SliceResult
 from webapp.points import ActivePoint
+
+if TYPE_CHECKING:  # torch loads when a job first runs, not when the app starts
+    from ml.infer import Predictor, SlicePrediction
 
 log = logging.getLogger(__name__)
 _executor: ThreadPoolExecutor | None = None
@@ -48,6 +50,7 @@ class UploadedSlice:
     data: bytes
     file_format: str
     info: dict[str, Any]
+    from_zip: bool = False  # a zip holds a series: its slices are always one study
 
 
 def app_version() -> str:
@@ -66,12 +69,13 @@ def read_upload(files: list[FileStorage]) -> list[UploadedSlice]:
     slices = []
     for upload in files:
         data = upload.read()
-        for name, content in _entries(upload.filename or "upload", data):
+        entries, from_zip = _entries(upload.filename or "upload", data)
+        for name, content in entries:
             try:
                 decoded = read_slice(content, max_pixels=limit)
             except UnreadableImage as exc:
                 raise BadUpload(f"{name}: {exc}", _status_for(content)) from None
-            slices.append(UploadedSlice(name, content, decoded.format, decoded.info))
+            slices.append(UploadedSlice(name, content, decoded.format, decoded.info, from_zip))
     if len(slices) > current_app.config["MAX_STUDY_SLICES"]:
         raise BadUpload(
             f"{len(slices)} slices in one upload; the limit is "
@@ -81,17 +85,17 @@ def read_upload(files: list[FileStorage]) -> list[UploadedSlice]:
     return slices
 
 
-def _entries(filename: str, data: bytes) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each slice in one uploaded file: itself, or the members of a zip."""
+def _entries(filename: str, data: bytes) -> tuple[list[tuple[str, bytes]], bool]:
+    """(name, bytes) of each slice in one uploaded file (itself, or a zip's members); is a zip."""
     if data[:4] != b"PK\x03\x04":
-        return [(filename, data)]
+        return [(filename, data)], False
     try:
         members = read_zip(data)
     except UnreadableInput as exc:
         raise BadUpload(f"{filename}: {exc}") from None
     if not members:
         raise BadUpload(f"{filename}: the zip holds no PNG, JPEG or DICOM files")
-    return [(f"{filename}/{m.name}", m.data) for m in members]
+    return [(f"{filename}/{m.name}", m.data) for m in members], True
 
 
 def _status_for(content: bytes) -> int:
@@ -105,6 +109,7 @@ def create_job(
     slices: list[UploadedSlice], as_study: bool, options: dict[str, Any] | None = None
 ) -> Job:
     """Store the validated slices under generated names; record the job that will predict them."""
+    as_study = as_study or any(s.from_zip for s in slices)
     mode = "slice" if len(slices) == 1 else ("study" if as_study else "batch")
     inputs = [
         {
@@ -226,6 +231,8 @@ def delete_prediction(prediction: Prediction) -> None:
 
 def _ordered(inputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     """Slice order from the decoder's tags (position, instance number) or the file names."""
+    from ml.infer import order_slices
+
     keyed = [_Ordered(item["name"], item["info"], item) for item in inputs]
     ordered, order_by = order_slices(keyed)  # type: ignore[arg-type]
     return [o.item for o in ordered], order_by

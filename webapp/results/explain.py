@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ml.cam import heatmap_png
 from webapp import storage
 from webapp.bundle_store import using_predictor
 from webapp.extensions import db
@@ -23,6 +22,10 @@ def cam_path(slice_result: SliceResult, method: str) -> Path:
 
 def ensure_cam(prediction: Prediction, slice_result: SliceResult, method: str) -> Path:
     """The cached heat map PNG, computing it (and its faithfulness figure) the first time."""
+    from ml.cam import (
+        heatmap_png,  # pytorch-grad-cam is slow to import; most requests never need it
+    )
+
     if method not in METHODS:
         raise CamUnavailable(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     target = cam_path(slice_result, method)
