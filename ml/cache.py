@@ -44,14 +44,49 @@ def to_square(pixels: np.ndarray, size: int) -> np.ndarray:
     return resized.reshape(size, size, pixels.shape[2])
 
 
-def network_pixels(pixels: np.ndarray, channels: int, size: int) -> np.ndarray:
+def network_pixels(
+    pixels: np.ndarray, channels: int, size: int, *, crop_head: bool = False
+) -> np.ndarray:
     """Decoded pixels as the network sees them: `channels` channels, size x size, uint8.
 
     Training (through the cache) and every later prediction call this one function.
     """
     if pixels.shape[2] != channels:  # an 8-bit image carries one, already windowed, channel
         pixels = np.repeat(pixels[..., :1], channels, axis=2)
+    if crop_head:
+        top, bottom, left, right = head_box(pixels[..., 0])
+        pixels = pixels[top:bottom, left:right]
     return to_square(pixels, size)
+
+
+HEAD_LEVEL = 10  # grey level above which a pixel may be tissue (air and padding are ~0)
+HEAD_MIN_SHARE = 0.02  # a smaller bright region is not a head: keep the whole image
+HEAD_MARGIN = 0.04  # of the box side, kept around the head
+
+
+def head_box(grey: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the largest bright connected region, with a margin.
+
+    The whole image when no region is large enough to be a head (a blank or odd slice), so a
+    crop can never remove the content.
+    """
+    height, width = grey.shape
+    mask = (grey > HEAD_LEVEL).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count < 2:
+        return 0, height, 0, width
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h, area = stats[largest]
+    if area < HEAD_MIN_SHARE * height * width:
+        return 0, height, 0, width
+    margin = round(float(HEAD_MARGIN * max(w, h)))
+    return (
+        max(0, y - margin),
+        min(height, y + h + margin),
+        max(0, x - margin),
+        min(width, x + w + margin),
+    )
 
 
 def decode_all(
@@ -62,15 +97,18 @@ def decode_all(
     png16_hu_offset: float,
     cache_dir: Path | None,
     progress: bool = True,
+    crop_head: bool = False,
 ) -> DecodedSet:
     """Decode and resize every file, from the cache when the same files were seen before."""
     file_hashes = [sha256_file(p) for p in paths]
-    key = _cache_key(file_hashes, image_size, windows, png16_hu_offset)
+    key = _cache_key(file_hashes, image_size, windows, png16_hu_offset, crop_head)
     if cache_dir is not None:
         cached = _load(Path(cache_dir), key, file_hashes)
         if cached is not None:
             return cached
-    decoded = _decode(paths, file_hashes, image_size, windows, png16_hu_offset, progress)
+    decoded = _decode(
+        paths, file_hashes, image_size, windows, png16_hu_offset, progress, crop_head
+    )
     if cache_dir is not None:
         _save(Path(cache_dir), key, decoded)
     return decoded
@@ -83,6 +121,7 @@ def _decode(
     windows: tuple[tuple[float, float], ...],
     png16_hu_offset: float,
     progress: bool,
+    crop_head: bool,
 ) -> DecodedSet:
     channels = len(windows)
     images: list[np.ndarray] = []
@@ -97,7 +136,7 @@ def _decode(
             pixel_hashes.append(None)
             continue
         pixel_hashes.append(hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest())
-        images.append(network_pixels(pixels, channels, image_size))
+        images.append(network_pixels(pixels, channels, image_size, crop_head=crop_head))
         kept.append(index)
     stacked = (
         np.stack(images) if images else np.zeros((0, image_size, image_size, channels), np.uint8)
@@ -110,10 +149,12 @@ def _cache_key(
     image_size: int,
     windows: tuple[tuple[float, float], ...],
     png16_hu_offset: float,
+    crop_head: bool,
 ) -> str:
-    spec = json.dumps(
-        [CACHE_VERSION, image_size, [list(w) for w in windows], png16_hu_offset, file_hashes]
-    )
+    settings = [image_size, [list(w) for w in windows], png16_hu_offset]
+    if crop_head:  # keys of caches made before the option existed stay valid
+        settings.append("crop_head")
+    spec = json.dumps([CACHE_VERSION, *settings, file_hashes])
     return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
 

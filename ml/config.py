@@ -49,6 +49,11 @@ class TrainConfig:
         "CT windows (level, width) in HU for DICOM and 16-bit PNG; three stack as channels",
     )
     png16_hu_offset: float = _f(-1024.0, "HU = stored value + offset, for 16-bit PNG input")
+    crop_head: bool = _f(
+        False,
+        "crop to the head (largest bright connected region) before resizing, so scale and "
+        "position stop varying with the field of view",
+    )
     class_map: dict[str, int] = field(
         default_factory=lambda: dict(DEFAULT_CLASS_MAP),
         metadata={"help": "class folder name -> 0 (normal) / 1 (stroke)"},

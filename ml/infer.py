@@ -319,7 +319,9 @@ def prepare_slice(
 ) -> Prepared:
     """The training preprocessing of one slice: reader, windows, resize, normalisation."""
     decoded = read_slice(source, windows=cfg.windows, png16_hu_offset=cfg.png16_hu_offset)
-    pixels = network_pixels(decoded.pixels, len(cfg.windows), cfg.image_size)
+    pixels = network_pixels(
+        decoded.pixels, len(cfg.windows), cfg.image_size, crop_head=cfg.crop_head
+    )
     tensor = to_tensor(pixels, cfg.in_chans, mean, std)
     label = name or (Path(source).name if not isinstance(source, bytes) else "upload")
     return Prepared(label, tensor, pixels, {"format": decoded.format, **decoded.info})

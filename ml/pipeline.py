@@ -71,6 +71,7 @@ def prepare(
         png16_hu_offset=cfg.png16_hu_offset,
         cache_dir=cache_dir,
         progress=progress,
+        crop_head=cfg.crop_head,
     )
     if decoded.bad and strict:
         listing = "\n".join(f"  {dataset.records[i].rel_path}: {why}" for i, why in decoded.bad)

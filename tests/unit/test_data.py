@@ -108,3 +108,49 @@ def test_one_class_only_is_refused(tmp_path: Path) -> None:
     _image(tmp_path / "Normal/1 (1).png")
     with pytest.raises(ValueError, match="both classes"):
         load_dataset(tmp_path, DEFAULT_CLASS_MAP, DEFAULT_PATIENT_REGEX)
+
+
+def test_head_box_finds_the_head_and_ignores_specks() -> None:
+    from ml.cache import head_box
+
+    grey = np.zeros((200, 300), np.uint8)
+    yy, xx = np.mgrid[:200, :300]
+    grey[(yy - 120) ** 2 + (xx - 200) ** 2 < 50**2] = 120  # the head, off centre
+    grey[10:13, 10:13] = 255  # a bright speck (a marker, text) far from it
+    top, bottom, left, right = head_box(grey)
+    assert 60 <= top <= 72 and 168 <= bottom <= 180
+    assert 140 <= left <= 152 and 248 <= right <= 260
+    assert head_box(np.zeros((50, 60), np.uint8)) == (0, 50, 0, 60)  # nothing: keep everything
+
+
+def test_crop_head_changes_the_network_input_and_the_cache_key(tmp_path: Path) -> None:
+    from ml.cache import decode_all, network_pixels
+
+    grey = np.zeros((120, 120), np.uint8)
+    grey[30:70, 40:80] = 150
+    plain = network_pixels(grey[..., None], 3, 64)
+    cropped = network_pixels(grey[..., None], 3, 64, crop_head=True)
+    assert (cropped[..., 0] > 0).mean() > 2 * (plain[..., 0] > 0).mean()  # the head fills it
+    path = tmp_path / "slice.png"
+    Image.fromarray(grey).save(path)
+    kw = {"image_size": 64, "windows": ((40.0, 80.0),), "png16_hu_offset": -1024.0}
+    a = decode_all([path], cache_dir=tmp_path / "c", progress=False, **kw)
+    b = decode_all([path], cache_dir=tmp_path / "c", progress=False, crop_head=True, **kw)
+    assert not np.array_equal(np.asarray(a.images), np.asarray(b.images))
+    assert len(list((tmp_path / "c").glob("*.npy"))) == 2
+
+
+def test_prediction_preprocessing_follows_the_bundle_crop_setting(tmp_path: Path) -> None:
+    from ml.cache import network_pixels
+    from ml.config import make_config
+    from ml.infer import prepare_slice
+
+    grey = np.zeros((120, 120), np.uint8)
+    grey[20:60, 50:100] = 140
+    path = tmp_path / "slice.png"
+    Image.fromarray(grey).save(path)
+    for crop in (False, True):
+        cfg = make_config("test", crop_head=crop)
+        prepared = prepare_slice(path, cfg, (0.5,) * 3, (0.25,) * 3)
+        expected = network_pixels(grey[..., None], cfg.in_chans, cfg.image_size, crop_head=crop)
+        assert np.array_equal(prepared.windowed, expected)

@@ -259,6 +259,7 @@ def _provenance(job: Job, predictor: Predictor) -> dict[str, Any]:
             "view_aggregation": predictor.view_aggregation,
             "backend": predictor.backend,
             "png16_hu_offset": cfg.png16_hu_offset,
+            "crop_head": cfg.crop_head,
         },
     }
 

@@ -52,7 +52,9 @@ def window_png(prediction: Prediction, slice_result: SliceResult, window: str) -
         windows=windows,
         png16_hu_offset=prep.get("png16_hu_offset", -1024.0),
     )
-    pixels = network_pixels(decoded.pixels, len(windows), prep["image_size"])
+    pixels = network_pixels(
+        decoded.pixels, len(windows), prep["image_size"], crop_head=prep.get("crop_head", False)
+    )
     _write_png(target, pixels if pixels.shape[2] == 3 else pixels[..., 0])
     return target
 
