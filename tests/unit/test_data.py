@@ -152,5 +152,6 @@ def test_prediction_preprocessing_follows_the_bundle_crop_setting(tmp_path: Path
     for crop in (False, True):
         cfg = make_config("test", crop_head=crop)
         prepared = prepare_slice(path, cfg, (0.5,) * 3, (0.25,) * 3)
-        expected = network_pixels(grey[..., None], cfg.in_chans, cfg.image_size, crop_head=crop)
+        channels = len(cfg.windows)
+        expected = network_pixels(grey[..., None], channels, cfg.image_size, crop_head=crop)
         assert np.array_equal(prepared.windowed, expected)
