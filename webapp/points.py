@@ -74,13 +74,7 @@ def active_point(bundle: Bundle, level: str) -> ActivePoint:
 
 def named_point(bundle: Bundle, level: str, name: str) -> ActivePoint:
     """A point by name: one saved by this deployment, else one of the bundle's own."""
-    record = db.session.scalar(
-        select(OperatingPointRecord).where(
-            OperatingPointRecord.bundle_id == bundle.id,
-            OperatingPointRecord.level == level,
-            OperatingPointRecord.name == name,
-        )
-    )
+    record = _record(bundle, level, name)
     if record is not None:
         return ActivePoint(_as_point(record), record.half_width, "deployment")
     stored, _ = bundle_points(bundle, level)
@@ -130,27 +124,10 @@ def save_point(
     if any(p.name == name for p in stored):
         raise PointError(f"{name!r} is one of the bundle's own points; choose another name")
     register(bundle)
-    existing = db.session.scalar(
-        select(OperatingPointRecord).where(
-            OperatingPointRecord.bundle_id == bundle.id,
-            OperatingPointRecord.level == level,
-            OperatingPointRecord.name == name,
-        )
-    )
+    existing = _record(bundle, level, name)
     if existing is not None:
         raise PointError(f"an operating point called {name!r} exists already at {level} level")
-    scores = oof_scores(bundle, level)
-    record = OperatingPointRecord(
-        bundle_id=bundle.id,
-        level=level,
-        name=name,
-        policy="saved",
-        threshold=float(threshold),
-        half_width=band(bundle, level, threshold),
-        metrics=oof.metrics_at(scores, threshold),
-        created_by=(created_by or "unknown")[:100],
-        active=False,
-    )
+    record = _new_record(bundle, level, name, "saved", threshold, created_by)
     db.session.add(record)
     if activate:
         _activate(record)
@@ -165,25 +142,9 @@ def adopt_bundle_point(bundle: Bundle, level: str, name: str, *, created_by: str
     if point is None:
         raise PointError(f"the bundle has no {level} operating point called {name!r}")
     register(bundle)
-    record = db.session.scalar(
-        select(OperatingPointRecord).where(
-            OperatingPointRecord.bundle_id == bundle.id,
-            OperatingPointRecord.level == level,
-            OperatingPointRecord.name == name,
-        )
-    )
+    record = _record(bundle, level, name)
     if record is None:
-        scores = oof_scores(bundle, level)
-        record = OperatingPointRecord(
-            bundle_id=bundle.id,
-            level=level,
-            name=name,
-            policy=point.policy,
-            threshold=point.threshold,
-            half_width=band(bundle, level, point.threshold),
-            metrics=oof.metrics_at(scores, point.threshold),
-            created_by=(created_by or "unknown")[:100],
-        )
+        record = _new_record(bundle, level, name, point.policy, point.threshold, created_by)
         db.session.add(record)
     _activate(record)
     db.session.commit()
@@ -206,6 +167,34 @@ def _activate(record: OperatingPointRecord) -> None:
     db.session.flush()
     record.active = True
     record.activated_at = now()
+
+
+def _record(bundle: Bundle, level: str, name: str) -> OperatingPointRecord | None:
+    """The deployment's record of the point called `name` at `level`, if there is one."""
+    return db.session.scalar(
+        select(OperatingPointRecord).where(
+            OperatingPointRecord.bundle_id == bundle.id,
+            OperatingPointRecord.level == level,
+            OperatingPointRecord.name == name,
+        )
+    )
+
+
+def _new_record(
+    bundle: Bundle, level: str, name: str, policy: str, threshold: float, created_by: str
+) -> OperatingPointRecord:
+    """A record with the OOF metrics and the uncertain band at `threshold` (inactive)."""
+    return OperatingPointRecord(
+        bundle_id=bundle.id,
+        level=level,
+        name=name,
+        policy=policy,
+        threshold=float(threshold),
+        half_width=band(bundle, level, threshold),
+        metrics=oof.metrics_at(oof_scores(bundle, level), threshold),
+        created_by=(created_by or "unknown")[:100],
+        active=False,
+    )
 
 
 def _share(bundle: Bundle) -> float:
