@@ -11,8 +11,14 @@ ROOT = Path(__file__).resolve().parent
 class Config:
     """Read once at start-up. Every value can be set in the environment."""
 
-    # Signs session cookies. The default is for development only; set SECRET_KEY in production.
-    SECRET_KEY = os.environ.get("SECRET_KEY", "development-only-not-secret")
+    # Signs session cookies and CSRF tokens. Without SECRET_KEY in the environment, a random key
+    # is made once and kept in the instance folder (instance/secret_key, readable by the owner
+    # only), so no deployment ever runs with a key that is written down anywhere.
+    SECRET_KEY = os.environ.get("SECRET_KEY") or None
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    # Set SESSION_COOKIE_SECURE=1 behind HTTPS, so the cookie never travels in clear text.
+    SESSION_COOKIE_SECURE = os.environ.get("SESSION_COOKIE_SECURE", "0") in ("1", "true", "yes")
     # Any SQLAlchemy URL; SQLite in the instance folder by default.
     SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL", "sqlite:///ctstroke.sqlite3")
     # Folder holding model bundles, and the name of the one the app serves.

@@ -106,9 +106,7 @@ def decode_all(
         cached = _load(Path(cache_dir), key, file_hashes)
         if cached is not None:
             return cached
-    decoded = _decode(
-        paths, file_hashes, image_size, windows, png16_hu_offset, progress, crop_head
-    )
+    decoded = _decode(paths, file_hashes, image_size, windows, png16_hu_offset, progress, crop_head)
     if cache_dir is not None:
         _save(Path(cache_dir), key, decoded)
     return decoded

@@ -28,8 +28,10 @@ def create_app(config: object | None = None) -> Flask:
     )
     app.config.from_object(config or "config.Config")
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path) / "secret_key")
 
-    from webapp import bundle_store, errors, filters
+    from webapp import audit, bundle_store, errors, filters
     from webapp.extensions import csrf, db, migrate
 
     db.init_app(app)
@@ -39,6 +41,7 @@ def create_app(config: object | None = None) -> Flask:
     filters.init_app(app)
     errors.register(app)
     app.after_request(_security_headers)
+    app.cli.add_command(audit.audit_cli)
 
     from webapp.api import bp as api_bp
     from webapp.bundles import bp as bundles_bp
@@ -52,6 +55,21 @@ def create_app(config: object | None = None) -> Flask:
         app.register_blueprint(blueprint)
     app.cli.add_command(tokens_cli)
     return app
+
+
+def _instance_secret(path: Path) -> str:
+    """This deployment's own random key, made on first start and kept (mode 0600)."""
+    import os
+    import secrets
+
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass  # made earlier (make run's `flask db upgrade` makes it before any worker starts)
+    else:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 def _security_headers(response: Response) -> Response:

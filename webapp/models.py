@@ -174,3 +174,20 @@ class ApiToken(db.Model):
 
     def allows(self, scope: str) -> bool:
         return self.revoked_at is None and scope in self.scopes.split()
+
+
+class AuditEvent(db.Model):
+    """Who did what, when: uploads, deletions, notes, reviews, operating points, tokens.
+
+    Rows are only ever added. The actor is the API token, "browser" (until users log in) or
+    "cli"; `detail` holds the few facts needed to read the event later, never image data.
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40), index=True)
+    target: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

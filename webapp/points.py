@@ -16,6 +16,7 @@ from sqlalchemy import select
 from ml import oof
 from ml.bundle import Bundle
 from ml.thresholds import OperatingPoint, read_thresholds
+from webapp import audit
 from webapp.bundle_store import register
 from webapp.extensions import db
 from webapp.models import OperatingPointRecord, Prediction, now
@@ -129,6 +130,9 @@ def save_point(
         raise PointError(f"an operating point called {name!r} exists already at {level} level")
     record = _new_record(bundle, level, name, "saved", threshold, created_by)
     db.session.add(record)
+    audit.record(
+        "operating_point", f"bundle {bundle.id} {level}", saved=name, threshold=float(threshold)
+    )
     if activate:
         _activate(record)
     db.session.commit()
@@ -156,6 +160,12 @@ def activate_saved(record: OperatingPointRecord) -> None:
 
 
 def _activate(record: OperatingPointRecord) -> None:
+    audit.record(
+        "operating_point",
+        f"bundle {record.bundle_id} {record.level}",
+        activated=record.name,
+        threshold=record.threshold,
+    )
     for other in db.session.scalars(
         select(OperatingPointRecord).where(
             OperatingPointRecord.bundle_id == record.bundle_id,

@@ -8,6 +8,7 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from webapp import audit
 from webapp.api.auth import SCOPES, issue_token
 from webapp.extensions import db
 from webapp.models import ApiToken, now
@@ -61,6 +62,7 @@ def revoke_command(token_id: int) -> None:
         click.echo(f"token {token_id} ({record.name}) was revoked already")
         return
     record.revoked_at = now()
+    audit.record("token", f"token {record.id}", revoked=record.name)
     db.session.commit()
     click.echo(f"revoked token {token_id} ({record.name})")
 

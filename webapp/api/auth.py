@@ -16,6 +16,7 @@ from flask import g, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
+from webapp import audit
 from webapp.errors import error_response
 from webapp.extensions import db
 from webapp.models import ApiToken, now
@@ -43,6 +44,8 @@ def issue_token(name: str, scopes: list[str]) -> tuple[ApiToken, str]:
         scopes=" ".join(s for s in SCOPES if s in scopes),
     )
     db.session.add(record)
+    db.session.flush()  # the id, for the audit row
+    audit.record("token", f"token {record.id}", created=record.name, scopes=record.scopes)
     db.session.commit()
     return record, token
 

@@ -22,7 +22,7 @@ from ml.bundle import Bundle
 from ml.inputs import UnreadableInput, read_zip
 from ml.readers import UnreadableImage, read_slice, sniff_format
 from ml.thresholds import OperatingPoint
-from webapp import points, storage
+from webapp import audit, points, storage
 from webapp.bundle_store import register, using_predictor
 from webapp.extensions import db
 from webapp.models import Job, Prediction, SliceResult
@@ -125,6 +125,7 @@ def create_job(
         id=secrets.token_hex(16), mode=mode, total=len(inputs), inputs=inputs, options=options
     )
     db.session.add(job)
+    audit.record("upload", f"job {job.id}", mode=mode, slices=len(inputs), options=options)
     db.session.commit()
     return job
 
@@ -223,6 +224,7 @@ def labelling_point(
 def delete_prediction(prediction: Prediction) -> None:
     """Delete a result, its slices and every file stored for them."""
     stored = [s.stored_name for s in prediction.slices]
+    audit.record("delete", f"prediction {prediction.id}", name=prediction.name, slices=len(stored))
     db.session.delete(prediction)
     db.session.commit()
     for name in stored:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, redirect, request, send_file, url_for
 from flask.typing import ResponseReturnValue
 
+from webapp import audit
 from webapp.bundle_store import ModelNotLoaded, active_bundle, active_threshold
 from webapp.extensions import db
 from webapp.models import LABELS, REVIEWS, Prediction, SliceResult, now
@@ -86,6 +87,7 @@ def note(prediction_id: int) -> ResponseReturnValue:
     """Save the free-text note."""
     prediction = get_prediction_or_404(prediction_id)
     prediction.note = request.form.get("note", "").strip()[:5000]
+    audit.record("note", f"prediction {prediction.id}", length=len(prediction.note))
     db.session.commit()
     return _annotations(prediction, saved="note saved")
 
@@ -99,6 +101,7 @@ def review(prediction_id: int) -> ResponseReturnValue:
         abort(400, description="review must be agree or disagree; true label Normal or Stroke")
     prediction.review, prediction.true_label = verdict, truth
     prediction.reviewed_at = now() if verdict or truth else None
+    audit.record("review", f"prediction {prediction.id}", review=verdict, true_label=truth)
     db.session.commit()
     return _annotations(prediction, saved="review saved")
 
