@@ -33,6 +33,7 @@ def create_app(config: object | None = None) -> Flask:
 
     from webapp import audit, bundle_store, errors, filters
     from webapp.extensions import csrf, db, migrate
+    from webapp.storage_cli import storage_cli
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
@@ -42,6 +43,7 @@ def create_app(config: object | None = None) -> Flask:
     errors.register(app)
     app.after_request(_security_headers)
     app.cli.add_command(audit.audit_cli)
+    app.cli.add_command(storage_cli)
 
     from webapp.api import bp as api_bp
     from webapp.bundles import bp as bundles_bp

@@ -58,3 +58,20 @@ def remove(stored_name: str) -> None:
         file.unlink(missing_ok=True)
     if path.parent.exists() and not any(path.parent.iterdir()):
         shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def orphans(referenced: set[str], older_than_seconds: float) -> list[Path]:
+    """Stored files (slices and their cached renderings) that no record refers to any more.
+
+    A file younger than `older_than_seconds` is left alone: its upload may still be on its way
+    to the database.
+    """
+    import time
+
+    cutoff = time.time() - older_than_seconds
+    found = []
+    for path in sorted(upload_root().glob("*/*")):
+        stored_name = ".".join(path.name.split(".")[:2])  # "<hex>.png" of "<hex>.png.cam-...png"
+        if stored_name not in referenced and path.stat().st_mtime < cutoff:
+            found.append(path)
+    return found
