@@ -54,6 +54,11 @@ class TrainConfig:
         "crop to the head (largest bright connected region) before resizing, so scale and "
         "position stop varying with the field of view",
     )
+    input_mode: str = _f(
+        "slice",
+        "slice: one slice fills the channels | neighbours: slices k-1, k, k+1 of the same "
+        "patient as the three channels (2.5D); a lone slice fills its own neighbours",
+    )
     class_map: dict[str, int] = field(
         default_factory=lambda: dict(DEFAULT_CLASS_MAP),
         metadata={"help": "class folder name -> 0 (normal) / 1 (stroke)"},
@@ -135,6 +140,7 @@ VIEW_AGGREGATIONS = ("mean", "median", "max")
 
 CHOICES = {
     "pretrained": ("auto", "file", "hub", "packaged", "none"),
+    "input_mode": ("slice", "neighbours"),
     "loss": ("focal", "bce"),
     "balance": ("sampler", "oversample", "none"),
     "augment": ("standard", "none"),
@@ -156,6 +162,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"in_chans must be 1 or 3, not {cfg.in_chans}")
     if len(cfg.windows) not in (1, cfg.in_chans):
         raise ValueError(f"{len(cfg.windows)} windows cannot fill {cfg.in_chans} input channels")
+    if cfg.input_mode == "neighbours" and (cfg.in_chans != 3 or len(cfg.windows) != 1):
+        raise ValueError("input_mode=neighbours needs in_chans=3 and a single window")
     if cfg.folds < 2:
         raise ValueError("folds must be at least 2")
     if not 0.0 <= cfg.holdout_frac < 0.5:

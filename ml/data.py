@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ""}
 LABEL_NAMES = {0: "Normal", 1: "Stroke"}
@@ -172,6 +173,16 @@ def _parse_label(text: str, class_map: dict[str, int], manifest: str, line: int)
     raise ValueError(
         f"{manifest} line {line}: label {text!r} is neither 0/1 nor one of {', '.join(class_map)}"
     )
+
+
+def slice_order(r: SliceRecord) -> tuple[int, list[Any]]:
+    """Position of a slice among its patient's: the slice number, else the natural name order."""
+    return (r.slice_number or 0, natural_key(r.rel_path))
+
+
+def natural_key(name: str) -> list[Any]:
+    """`1 (9).png` before `1 (10).png`: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def _order_key(r: SliceRecord) -> tuple[int, str, int, str]:

@@ -257,6 +257,7 @@ def _score_folder(predictor, data: Path, holdout_rows, batch_size: int):
             kept.append(record)
         except UnreadableImage as exc:
             notes.append(f"skipped {record.rel_path}: {exc}")
+    prepared = _in_context(predictor, kept, prepared)
     probabilities = []
     for start in range(0, len(prepared), batch_size):
         batch = predictor.predict_prepared(prepared[start : start + batch_size])
@@ -268,6 +269,23 @@ def _score_folder(predictor, data: Path, holdout_rows, batch_size: int):
         probabilities=np.array(probabilities),
     )
     return scored, notes
+
+
+def _in_context(predictor, records, prepared):
+    """Under 2.5D, each patient's slices in slice order with their neighbours, as in training."""
+    from ml.data import slice_order
+
+    if predictor.cfg.input_mode != "neighbours":
+        return prepared
+    by_patient: dict[str, list[int]] = {}
+    for i, record in enumerate(records):
+        by_patient.setdefault(record.patient_id, []).append(i)
+    result = list(prepared)
+    for rows in by_patient.values():
+        rows.sort(key=lambda i: slice_order(records[i]))
+        for i, stacked in zip(rows, predictor.in_context([prepared[i] for i in rows]), strict=True):
+            result[i] = stacked
+    return result
 
 
 def _seen_in_training(bundle_path: Path, data: Path, scored: Scored) -> int:

@@ -175,7 +175,7 @@ def _fold_spreads(out: Path, cfg: TrainConfig, prepared: Any, results: list) -> 
     rng = np.random.default_rng(cfg.seed)
     sample = np.sort(rng.choice(rows, size=min(SPREAD_SAMPLE, len(rows)), replace=False))
     dataset = SliceDataset(
-        prepared.decoded.images,
+        prepared.images,
         prepared.labels,
         sample.tolist(),
         in_chans=cfg.in_chans,

@@ -13,9 +13,8 @@ has an export that matches its weights.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ from ml import metrics
 from ml.bundle import Bundle, BundleError, load_bundle
 from ml.cache import network_pixels
 from ml.config import BACKENDS, VIEW_AGGREGATIONS, TrainConfig
+from ml.context import stack_neighbours
+from ml.data import natural_key
 from ml.readers import read_slice
 from ml.runtime import exact_float32, pick_device
 from ml.thresholds import OperatingPoint, find_point, read_thresholds
@@ -138,6 +139,39 @@ class Predictor:
         """Read, window, resize and normalise one slice exactly as training did."""
         return prepare_slice(source, self.cfg, self.mean, self.std, name)
 
+    def prepare_at(
+        self,
+        ordered: Sequence[Path | str | bytes],
+        index: int,
+        names: Sequence[str | None] | None = None,
+    ) -> Prepared:
+        """Slice `index` of a study (sources in slice order) as the bundle scores it.
+
+        Under 2.5D it is read with its two neighbours; memory stays at three slices however
+        long the study is, so a caller can score a study slice by slice.
+        """
+        names = list(names) if names is not None else [None] * len(ordered)
+        if self.cfg.input_mode != "neighbours" or len(ordered) < 2:
+            return self.prepare(ordered[index], names[index])
+        around = (max(index - 1, 0), index, min(index + 1, len(ordered) - 1))
+        return self.in_context([self.prepare(ordered[i], names[i]) for i in around])[1]
+
+    def in_context(self, ordered: Sequence[Prepared]) -> list[Prepared]:
+        """Slices of one patient, in slice order, as the bundle's input mode feeds them.
+
+        Under 2.5D (`input_mode: neighbours`) each slice's channels become its neighbours
+        k-1, k, k+1, as in training; otherwise, and for a lone slice, nothing changes.
+        """
+        if self.cfg.input_mode != "neighbours" or len(ordered) < 2:
+            return list(ordered)
+        last = len(ordered) - 1
+        rows = np.array([[max(i - 1, 0), i, min(i + 1, last)] for i in range(len(ordered))])
+        stacked = stack_neighbours(np.stack([p.windowed for p in ordered]), rows)
+        return [
+            replace(p, tensor=to_tensor(image, self.cfg.in_chans, self.mean, self.std))
+            for p, image in zip(ordered, stacked, strict=True)
+        ]
+
     # ---- the numbers -----------------------------------------------------------------------
 
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
@@ -198,6 +232,7 @@ class Predictor:
         names = list(names) if names is not None else [None] * len(sources)
         prepared = [self.prepare(s, n) for s, n in zip(sources, names, strict=True)]
         prepared, order_by = order_slices(prepared)
+        prepared = self.in_context(prepared)
         return self.study_from_slices(self.predict_prepared(prepared), order_by, aggregation)
 
     def study_from_slices(
@@ -234,11 +269,19 @@ class Predictor:
         opacity: float = 0.4,
         views: Sequence[str] | None = None,
         name: str | None = None,
+        neighbours: tuple[Path | str | bytes, Path | str | bytes] | None = None,
     ) -> Explanation:
-        """Grad-CAM of the ensemble's stroke score, averaged over folds and (un-flipped) views."""
+        """Grad-CAM of the ensemble's stroke score, averaged over folds and (un-flipped) views.
+
+        `neighbours`: the previous and next slice of a study, which a 2.5D bundle needs to see
+        the slice as it scored it.
+        """
         from ml import cam
 
         prepared = self.prepare(source, name)
+        if neighbours is not None and self.cfg.input_mode == "neighbours":
+            before, after = (self.prepare(n) for n in neighbours)
+            prepared = self.in_context([before, prepared, after])[1]
         models = self.torch_models()
         x = prepared.tensor.to(self.device)
         heatmap = cam.explain(models, x, method=method, views=views or self.views)
@@ -377,8 +420,3 @@ def order_slices(prepared: Sequence[Prepared]) -> tuple[list[Prepared], str]:
     if prepared and all(p.info.get("instance_number") is not None for p in prepared):
         return sorted(prepared, key=lambda p: p.info["instance_number"]), "instance_number"
     return sorted(prepared, key=lambda p: natural_key(p.name)), "file_name"
-
-
-def natural_key(name: str) -> list[Any]:
-    """`1 (9).png` before `1 (10).png`: digit runs compare as numbers."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]

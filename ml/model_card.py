@@ -62,7 +62,14 @@ def render(
         "",
         "## Training recipe",
         f"- {cfg.backbone}, initialised from {weights_source}; {cfg.image_size} px, "
-        f"windows {[list(w) for w in cfg.windows]}",
+        f"windows {[list(w) for w in cfg.windows]}"
+        + ("; cropped to the head" if cfg.crop_head else "")
+        + (
+            "; 2.5D input (slices k-1, k, k+1 of one patient as the channels; a slice "
+            "uploaded alone fills its own neighbours)"
+            if cfg.input_mode == "neighbours"
+            else "; one slice per input"
+        ),
         f"- {cfg.epochs} epochs ({cfg.freeze_epochs} with the backbone frozen), batch "
         f"{cfg.batch_size}, AdamW (lr {cfg.lr}, head {cfg.head_lr}), warm-up and cosine decay",
         f"- Loss {cfg.loss}"

@@ -17,7 +17,8 @@ import numpy as np
 from ml import finish, splits
 from ml.cache import DecodedSet, decode_all
 from ml.config import DEFAULT_CACHE_DIR, TrainConfig, load_config, save_config
-from ml.data import Dataset, SliceRecord, load_dataset
+from ml.context import network_images
+from ml.data import Dataset, SliceRecord, load_dataset, slice_order
 from ml.errors import UserError
 from ml.hashing import sha256_lines
 from ml.runtime import pick_device
@@ -37,6 +38,7 @@ class Prepared:
     parts: np.ndarray  # per record: 0 holdout, 1..K fold
     audit: dict
     fingerprint: str  # hash of the readable files' contents, in order
+    images: np.ndarray  # per record, as the network sees it (neighbours stacked under 2.5D)
 
     @property
     def labels(self) -> np.ndarray:
@@ -89,7 +91,10 @@ def prepare(
     audit = splits.audit(labels, groups, parts, pixel_hashes)
     audit["grouped_by_file"] = dataset.grouped_by_file
     fingerprint = sha256_lines([decoded.file_hashes[i] for i in decoded.kept])[:16]
-    return Prepared(dataset, decoded, records, parts, audit, fingerprint)
+    images = network_images(
+        decoded.images, groups, [slice_order(r) for r in records], cfg.input_mode
+    )
+    return Prepared(dataset, decoded, records, parts, audit, fingerprint, images)
 
 
 def read_split(path: Path, records: Sequence[SliceRecord]) -> np.ndarray:
@@ -175,7 +180,7 @@ def _train_and_save(train, prepared: Prepared, fold: int, cfg, device, out: Path
     rows = np.arange(len(prepared.records))
     data = train.FoldData(
         fold=fold,
-        images=prepared.decoded.images,
+        images=prepared.images,
         labels=prepared.labels,
         train_rows=rows[(prepared.parts != fold) & (prepared.parts != splits.HOLDOUT)].tolist(),
         val_rows=rows[prepared.parts == fold].tolist(),

@@ -37,3 +37,12 @@ def tiny_bundle(phantom_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     cfg = make_config("test")
     run_training(phantom_data, out, cfg, cache_dir=cache, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def neighbour_bundle(phantom_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2.5D (`input_mode: neighbours`) bundle of the `test` preset with a patient holdout."""
+    out = tmp_path_factory.mktemp("bundles") / "neighbours"
+    cfg = make_config("test", input_mode="neighbours", holdout_frac=0.25)
+    run_training(phantom_data, out, cfg, cache_dir=tmp_path_factory.mktemp("c"), progress=False)
+    return out

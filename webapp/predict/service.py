@@ -182,10 +182,16 @@ def _predict_job(job: Job) -> list[Prediction]:
         study_point = (
             labelling_point(predictor.bundle, "patient", job.options) if is_study else None
         )
+    # A study's slices are read in order, so that a 2.5D bundle sees each with its neighbours.
+    paths = [storage.path_of(item["stored"]) for item in inputs]
+    names = [item["name"] for item in inputs]
     results: list[tuple[dict[str, Any], SlicePrediction]] = []
-    for item in inputs:
+    for index, item in enumerate(inputs):
         with using_predictor() as predictor:
-            prepared = predictor.prepare(storage.path_of(item["stored"]), item["name"])
+            if is_study:
+                prepared = predictor.prepare_at(paths, index, names)
+            else:
+                prepared = predictor.prepare(paths[index], names[index])
             [result] = predictor.predict_prepared(
                 [prepared], point=slice_point.point, half_width=slice_point.half_width
             )
@@ -262,6 +268,7 @@ def _provenance(job: Job, predictor: Predictor) -> dict[str, Any]:
             "backend": predictor.backend,
             "png16_hu_offset": cfg.png16_hu_offset,
             "crop_head": cfg.crop_head,
+            "input_mode": cfg.input_mode,
         },
     }
 

@@ -44,6 +44,7 @@ def ensure_cam(prediction: Prediction, slice_result: SliceResult, method: str) -
             storage.path_of(slice_result.stored_name),
             method=method,
             name=slice_result.original_name,
+            neighbours=_neighbours(prediction, slice_result),
         )
         figures = {**(slice_result.faithfulness or {}), method: explanation.faithfulness}
         slice_result.faithfulness = figures
@@ -54,3 +55,13 @@ def ensure_cam(prediction: Prediction, slice_result: SliceResult, method: str) -
         partial.write_bytes(heatmap_png(explanation.heatmap))
         partial.replace(target)  # atomic: another worker process never reads half a file
     return target
+
+
+def _neighbours(prediction: Prediction, slice_result: SliceResult) -> tuple[Path, Path] | None:
+    """The stored files of the slices before and after this one in its study (ends repeat it)."""
+    ordered = sorted(prediction.slices, key=lambda s: s.position)
+    if len(ordered) < 2:
+        return None
+    i = ordered.index(slice_result)
+    before, after = ordered[max(i - 1, 0)], ordered[min(i + 1, len(ordered) - 1)]
+    return storage.path_of(before.stored_name), storage.path_of(after.stored_name)
