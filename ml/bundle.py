@@ -138,8 +138,29 @@ def write_manifest(path: Path, **extra: Any) -> str:
 
 
 def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
-    """Read a bundle's metadata; with `verify`, refuse it unless every file matches its hash."""
+    """Read a bundle's metadata; with `verify`, refuse it unless every file matches its hash.
+
+    Every way a bundle can be unusable (missing, unreadable, damaged) is a BundleError whose
+    message says what to do.
+    """
     path = Path(path)
+    try:
+        return _load(path, verify)
+    except PermissionError as exc:
+        raise BundleError(
+            f"{path}: cannot read {Path(exc.filename or path).name} (permission denied); "
+            "give the server's user read access to the bundle folder"
+        ) from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except BundleError:
+        raise
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        damage = f"{type(exc).__name__}: {exc}"
+        raise BundleError(f"{path}: a bundle file is damaged ({damage})") from None
+
+
+def _load(path: Path, verify: bool) -> Bundle:
     manifest_path = path / MANIFEST
     if not path.is_dir():
         raise BundleError(f"no bundle at {path}")

@@ -132,7 +132,8 @@
     var t = current;
     number.value = t.toFixed(3);
     setText("shown-threshold", t.toFixed(3));
-    document.getElementById("save-threshold").value = String(t);
+    var save = document.getElementById("save-threshold");  // absent for a read-only role
+    if (save) { save.value = String(t); }
     var link = document.getElementById("changed-link");
     link.href = root.dataset.changedUrl + "&threshold=" + String(t);
     var url = new URL(window.location.href);

@@ -31,21 +31,26 @@ def create_app(config: object | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path) / "secret_key")
 
-    from webapp import audit, bundle_store, errors, filters
-    from webapp.extensions import csrf, db, migrate
+    from webapp import audit, auth, bundle_store, converters, errors, filters, jobs
+    from webapp.extensions import csrf, db, migrate, sqlite_wait
     from webapp.storage_cli import storage_cli
 
+    converters.init_app(app)  # before any route is added
+    sqlite_wait(app.config)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     csrf.init_app(app)
     bundle_store.init_app(app)
+    jobs.init_app(app)
     filters.init_app(app)
     errors.register(app)
+    auth.init_app(app)
     app.after_request(_security_headers)
     app.cli.add_command(audit.audit_cli)
     app.cli.add_command(storage_cli)
 
     from webapp.api import bp as api_bp
+    from webapp.auth.cli import users_cli
     from webapp.bundles import bp as bundles_bp
     from webapp.history import bp as history_bp
     from webapp.predict import bp as predict_bp
@@ -56,6 +61,7 @@ def create_app(config: object | None = None) -> Flask:
     for blueprint in (predict_bp, results_bp, history_bp, bundles_bp, studio_bp, api_bp):
         app.register_blueprint(blueprint)
     app.cli.add_command(tokens_cli)
+    app.cli.add_command(users_cli)
     return app
 
 

@@ -16,16 +16,23 @@ from sqlalchemy import select
 from webapp.extensions import db
 from webapp.models import AuditEvent
 
-ACTIONS = ("upload", "delete", "note", "review", "operating_point", "token")
+ACTIONS = (
+    "upload", "delete", "note", "review", "operating_point", "token",
+    "user", "login", "logout", "login_failed", "reap",
+)  # fmt: skip
 
 
 def actor() -> str:
-    """The API token, "browser" for the web pages, or "cli" outside a request."""
+    """The API token, the logged-in user's name, "browser" for the web pages without a login
+    (AUTH_REQUIRED off, or a failed login), or "cli" outside a request."""
     if not has_request_context():
         return "cli"
     token = g.get("api_token")
     if token is not None:
         return f"api token {token.id} ({token.name})"
+    user = g.get("user")
+    if user is not None:
+        return user.name
     return "browser"
 
 

@@ -37,7 +37,9 @@ def init_app(app: Flask) -> None:
     try:
         app.extensions[KEY] = (load_bundle(path), None)
     except BundleError as exc:
-        app.extensions[KEY] = (None, str(exc))
+        app.logger.error("no model loaded: %s", exc)
+        # Shown on pages and in /api/v1/health: the bundle's name, not where the server keeps it.
+        app.extensions[KEY] = (None, str(exc).replace(str(path), f"bundle {path.name!r}"))
     app.cli.add_command(bundles_cli)
 
 

@@ -5,8 +5,9 @@ No stack trace ever reaches a user; the log keeps it.
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
@@ -61,6 +62,30 @@ def _model_not_loaded(exc: ModelNotLoaded):
     return error_response(503, f"{MESSAGES[503]} {exc}", "model_not_loaded")
 
 
+def _database_error(exc: OperationalError):
+    """A lock held too long or a full disk: the request changed nothing and may be retried."""
+    from flask import current_app
+
+    from webapp.extensions import db
+
+    db.session.rollback()
+    text = str(exc.orig).lower()
+    if "locked" in text or "busy" in text:
+        response = make_response(
+            error_response(
+                503, "The database is busy; nothing was changed. Try again in a moment.", "busy"
+            )
+        )
+        response.headers["Retry-After"] = "5"
+        return response
+    if "full" in text:
+        return error_response(
+            507, "The server's disk is full; nothing was changed. Tell the administrator."
+        )
+    current_app.logger.exception("database error on %s", request.path)
+    return error_response(500, "The database failed; nothing was changed.")
+
+
 def _unexpected(exc: Exception):
     from flask import current_app
 
@@ -72,6 +97,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(ModelNotLoaded, _model_not_loaded)
+    app.register_error_handler(OperationalError, _database_error)
     if not app.testing:  # tests should see the exception itself
         app.register_error_handler(InternalServerError, _unexpected)
         app.register_error_handler(Exception, _unexpected)

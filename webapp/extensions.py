@@ -21,9 +21,41 @@ csrf = CSRFProtect()
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """SQLite: enforce foreign keys, and WAL so readers do not block the writer."""
+    """SQLite: enforce foreign keys, and WAL so readers do not block the writer.
+
+    Its built-in lower() folds only ASCII letters; this one folds every letter, so that the
+    history search ignores case ("SCHÄDEL" finds "Schädel") as PostgreSQL's ILIKE does.
+    """
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+@event.listens_for(Engine, "connect")
+def _postgresql_utc(dbapi_connection, _record) -> None:
+    """PostgreSQL: hand back times in UTC, as pages, CSV and API say, whatever the server's zone."""
+    if type(dbapi_connection).__module__.startswith("psycopg"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET TIME ZONE 'UTC'")
+        cursor.close()
+        dbapi_connection.commit()  # a setting made in a transaction that is rolled back is undone
+
+
+def sqlite_wait(config: dict) -> None:
+    """SQLite: wait up to DATABASE_BUSY_TIMEOUT_S for a lock instead of failing at once.
+
+    Two gunicorn workers writing at the same moment then take turns; only a lock held longer
+    than that becomes an error (503, see webapp.errors).
+    """
+    if not str(config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite"):
+        return
+    options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    connect_args = {"timeout": config["DATABASE_BUSY_TIMEOUT_S"], **options.get("connect_args", {})}
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = {**options, "connect_args": connect_args}

@@ -55,6 +55,12 @@ class Job(db.Model):
     inputs: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # How to label: {"threshold": t} or {"operating_point": name}; None means the active point.
     options: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Last sign of life: made, started, or a slice predicted. `flask jobs reap` fails a job
+    # queued or running that has been silent too long. Nullable only because SQLite cannot add
+    # a NOT NULL column without rebuilding the table; migration 0006 fills it for older jobs.
+    updated_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=now, onupdate=now, index=True
+    )
     predictions: Mapped[list[Prediction]] = relationship(back_populates="job")
 
     @property
@@ -177,10 +183,12 @@ class ApiToken(db.Model):
 
 
 class AuditEvent(db.Model):
-    """Who did what, when: uploads, deletions, notes, reviews, operating points, tokens.
+    """Who did what, when: uploads, deletions, notes, reviews, operating points, tokens, users
+    and logins.
 
-    Rows are only ever added. The actor is the API token, "browser" (until users log in) or
-    "cli"; `detail` holds the few facts needed to read the event later, never image data.
+    Rows are only ever added. The actor is the API token, the logged-in user's name, "browser"
+    (when AUTH_REQUIRED is off, or for a failed login) or "cli"; `detail` holds the few facts
+    needed to read the event later, never image data and never a password.
     """
 
     __tablename__ = "audit_events"
@@ -191,3 +199,36 @@ class AuditEvent(db.Model):
     action: Mapped[str] = mapped_column(String(40), index=True)
     target: Mapped[str] = mapped_column(String(200))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class User(db.Model):
+    """A person who logs in to the browser pages (when AUTH_REQUIRED is on).
+
+    Only a salted hash of the password is stored (werkzeug's scrypt). `role` is one of
+    webapp.auth.users.ROLES; a disabled user cannot log in and loses any open session at once.
+    """
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def active(self) -> bool:
+        return self.disabled_at is None
+
+
+class LoginFailure(db.Model):
+    """One failed login, kept for the rate limit (webapp.auth.users.locked_out), then pruned."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+    name: Mapped[str] = mapped_column(String(64))  # as typed, truncated; may name no user
+    address: Mapped[str] = mapped_column(String(64))  # the client's IP address

@@ -116,7 +116,7 @@ def save_point(
     bundle: Bundle, level: str, name: str, threshold: float, *, created_by: str, activate: bool
 ) -> OperatingPointRecord:
     """Record a threshold under a name (with its OOF metrics and band); optionally activate it."""
-    name = (name or "").strip()
+    name = (name or "").replace("\x00", "").strip()  # PostgreSQL refuses NUL in text
     if not name or len(name) > 100:
         raise PointError("give the operating point a name of 1 to 100 characters")
     if not 0.0 <= threshold <= 1.0:
@@ -181,6 +181,8 @@ def _activate(record: OperatingPointRecord) -> None:
 
 def _record(bundle: Bundle, level: str, name: str) -> OperatingPointRecord | None:
     """The deployment's record of the point called `name` at `level`, if there is one."""
+    if "\x00" in name:  # no stored name holds NUL, and PostgreSQL refuses to compare with one
+        return None
     return db.session.scalar(
         select(OperatingPointRecord).where(
             OperatingPointRecord.bundle_id == bundle.id,
@@ -202,7 +204,7 @@ def _new_record(
         threshold=float(threshold),
         half_width=band(bundle, level, threshold),
         metrics=oof.metrics_at(oof_scores(bundle, level), threshold),
-        created_by=(created_by or "unknown")[:100],
+        created_by=(created_by or "unknown").replace("\x00", "")[:100],
         active=False,
     )
 

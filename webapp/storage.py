@@ -7,6 +7,7 @@ written (see webapp.deid) unless the deployment opts out with DEIDENTIFY_DICOM =
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -16,6 +17,7 @@ from flask import current_app
 from webapp.deid import deidentify
 
 SUFFIXES = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
+PARTIAL = ".partial"  # suffix of a slice written but not yet committed
 
 
 def upload_root() -> Path:
@@ -29,14 +31,40 @@ def sha256(data: bytes) -> str:
 
 
 def store(data: bytes, file_format: str) -> str:
-    """Write one validated slice under a generated name; returns that name."""
+    """Write one validated slice under a temporary name; returns the name it will have.
+
+    The file becomes visible under that name only through `publish`, which the caller runs
+    after the database commit that refers to it: a crash in between leaves a `.partial` file
+    that `flask storage clean` removes, never a record without its file or a half-written one.
+    """
     if file_format == "dicom" and current_app.config["DEIDENTIFY_DICOM"]:
         data = deidentify(data)
     name = uuid.uuid4().hex + SUFFIXES[file_format]
     folder = upload_root() / name[:2]
     folder.mkdir(exist_ok=True)
-    (folder / name).write_bytes(data)
+    partial = folder / (name + PARTIAL)
+    try:
+        with partial.open("xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the database says it exists
+    except OSError:
+        partial.unlink(missing_ok=True)
+        raise
     return name
+
+
+def publish(stored_name: str) -> None:
+    """Move a slice written by `store` into place (atomic on one file system)."""
+    path = path_of(stored_name)
+    path.with_name(path.name + PARTIAL).replace(path)
+
+
+def discard(stored_name: str) -> None:
+    """Remove a slice written by `store` that will not be published."""
+    path = path_of(stored_name)
+    path.with_name(path.name + PARTIAL).unlink(missing_ok=True)
+    remove(stored_name)
 
 
 def path_of(stored_name: str) -> Path:
@@ -64,7 +92,8 @@ def orphans(referenced: set[str], older_than_seconds: float) -> list[Path]:
     """Stored files (slices and their cached renderings) that no record refers to any more.
 
     A file younger than `older_than_seconds` is left alone: its upload may still be on its way
-    to the database.
+    to the database. An older `.partial` file is an orphan whatever refers to it: publishing
+    takes milliseconds, so its upload's process died between writing and committing.
     """
     import time
 
@@ -72,6 +101,7 @@ def orphans(referenced: set[str], older_than_seconds: float) -> list[Path]:
     found = []
     for path in sorted(upload_root().glob("*/*")):
         stored_name = ".".join(path.name.split(".")[:2])  # "<hex>.png" of "<hex>.png.cam-...png"
-        if stored_name not in referenced and path.stat().st_mtime < cutoff:
+        unclaimed = stored_name not in referenced or path.name.endswith(PARTIAL)
+        if unclaimed and path.stat().st_mtime < cutoff:
             found.append(path)
     return found

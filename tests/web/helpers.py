@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
@@ -18,6 +19,10 @@ from PIL import Image
 from ml.synth import write_ct_dicom
 from webapp.extensions import db
 from webapp.models import Job, Prediction
+
+# `pytestmark = BOTH_DATABASES` runs a module's tests on SQLite and on PostgreSQL (the `database`
+# fixture in tests/web/conftest.py says how PostgreSQL is found).
+BOTH_DATABASES = pytest.mark.parametrize("database", ["sqlite", "postgresql"], indirect=True)
 
 
 def csrf_token(client: FlaskClient) -> str:

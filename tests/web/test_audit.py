@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from tests.web.helpers import phantom_slices, post, upload
+from tests.web.helpers import BOTH_DATABASES, phantom_slices, post, upload
 from webapp.extensions import db
 from webapp.models import AuditEvent
+
+pytestmark = BOTH_DATABASES
 
 
 def _events(app) -> list[tuple[str, str, str]]:

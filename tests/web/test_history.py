@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import pytest
 
-from tests.web.helpers import phantom_slices, upload, wait_for_job
+from tests.web.helpers import BOTH_DATABASES, phantom_slices, upload, wait_for_job
 from webapp.extensions import db
 from webapp.models import Prediction
+
+pytestmark = BOTH_DATABASES
 
 
 @pytest.fixture
@@ -53,6 +56,33 @@ def test_filters_search_and_sort(filled) -> None:
     assert _ids(client, "since=2026-01-02&until=2026-01-03") == [3, 2]
     assert _ids(client, "bundle=nope") == []
     assert _ids(client, "label=bogus&since=not-a-date") == [5, 4, 3, 2, 1]  # ignored, not an error
+
+
+def test_search_is_literal_and_ignores_case_beyond_ascii(filled) -> None:
+    """The same answers on SQLite and PostgreSQL: % _ and \\ are found as themselves."""
+    app, client, _ = filled
+    notes = ["Schädel ÄÖ", "50% smaller", "left_side", "C:\\scans", "leftxside"]
+    with app.app_context():
+        rows = db.session.scalars(db.select(Prediction).order_by(Prediction.id)).all()
+        for p, note in zip(rows, notes, strict=True):
+            p.note = note
+        db.session.commit()
+
+    def found(q: str) -> list[int]:
+        return _ids(client, urlencode({"q": q}))
+
+    assert found("SCHÄDEL") == [1] and found("äö") == [1]
+    assert found("%") == [2] and found("0% s") == [2]
+    assert found("left_") == [3]  # an underscore is not "any one character"
+    assert found("\\") == [4] and found(":\\s") == [4]
+    assert found("\x00") == [5, 4, 3, 2, 1]  # a NUL is dropped, and nothing is left to find
+
+
+def test_csv_times_are_utc(filled) -> None:
+    _, client, _ = filled
+    text = client.get("/history/export.csv?sort=oldest").get_data(as_text=True)
+    first = next(csv.DictReader(io.StringIO(text)))
+    assert first["created_at"] == "2026-01-01T00:00:00+00:00"
 
 
 def test_paging_keeps_the_filters(filled) -> None:

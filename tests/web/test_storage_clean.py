@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import time
 
-from tests.web.helpers import phantom_slices, stored_files, upload
+from tests.web.helpers import BOTH_DATABASES, phantom_slices, stored_files, upload
+
+pytestmark = BOTH_DATABASES
 
 
 def test_clean_removes_only_old_orphans(app, client, runner, phantom_data) -> None:

@@ -449,6 +449,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "status": {"type": "string", "enum": ["ok", "degraded"]},
             "model_loaded": BOOL,
+            "model_error": {**NULL_STR, "description": "Why no model is loaded (null if one is)."},
             "bundle_id": NULL_STR,
             "database": BOOL,
             "version": STR,

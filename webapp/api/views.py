@@ -116,12 +116,13 @@ def prediction_cam(prediction_id: int) -> ResponseReturnValue:
 @bp.get("/health")
 def health() -> ResponseReturnValue:
     """Whether a model is loaded and the database answers (503 when either fails); no token."""
-    bundle, _ = active_bundle()  # not why: this route is public, and the reason names paths
+    bundle, problem = active_bundle()  # the reason names the bundle, never a server path
     database = _database_answers()
     healthy = bundle is not None and database
     body = {
         "status": "ok" if healthy else "degraded",
         "model_loaded": bundle is not None,
+        "model_error": problem,
         "bundle_id": bundle.id if bundle else None,
         "database": database,
         "version": service.app_version(),

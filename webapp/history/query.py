@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import ColumnElement, Select, or_, select
 from werkzeug.datastructures import MultiDict
 
 from webapp.models import LABELS, Prediction, SliceResult
@@ -33,8 +34,13 @@ class Filters:
 
     @classmethod
     def from_args(cls, args: MultiDict) -> Filters:
-        """Unknown or malformed values are dropped, so a hand-edited URL never errors."""
-        raw = {f.name: (args.get(f.name) or "").strip()[:200] for f in fields(cls)}
+        """Unknown or malformed values are dropped, so a hand-edited URL never errors.
+
+        So are NUL characters: no stored text holds one, and PostgreSQL refuses them outright.
+        """
+        raw = {
+            f.name: (args.get(f.name) or "").replace("\x00", "").strip()[:200] for f in fields(cls)
+        }
         if raw["label"] not in LABELS:
             raw["label"] = ""
         if raw["uncertain"] not in ("yes", "no"):
@@ -55,14 +61,13 @@ class Filters:
     def query(self) -> Select:
         stmt = select(Prediction)
         if self.q:
-            pattern = f"%{self.q}%"
             in_slices = select(SliceResult.prediction_id).where(
-                SliceResult.original_name.ilike(pattern)
+                _contains(SliceResult.original_name, self.q)
             )
             stmt = stmt.where(
                 or_(
-                    Prediction.name.ilike(pattern),
-                    Prediction.note.ilike(pattern),
+                    _contains(Prediction.name, self.q),
+                    _contains(Prediction.note, self.q),
                     Prediction.id.in_(in_slices),
                 )
             )
@@ -83,6 +88,13 @@ class Filters:
         if self.job:
             stmt = stmt.where(Prediction.job_id == self.job)
         return stmt.order_by(*SORTS[self.sort])
+
+
+def _contains(column: Any, text: str) -> ColumnElement[bool]:
+    """`text` anywhere in the column, in any case, and literally: % _ and \\ are characters to
+    find, not wildcards or escapes (PostgreSQL's LIKE reads a backslash as an escape unless told
+    otherwise; SQLite's does not). Case folds beyond ASCII on both (see webapp.extensions)."""
+    return column.icontains(text, autoescape=True)
 
 
 def _day(text: str) -> date | None:

@@ -8,6 +8,7 @@ import io
 from flask import Blueprint, current_app, request
 from flask.typing import ResponseReturnValue
 
+from webapp.api.serialise import iso
 from webapp.extensions import db
 from webapp.history.query import SORTS, Filters
 from webapp.models import LABELS, BundleRecord, Prediction
@@ -59,7 +60,7 @@ def export_csv() -> ResponseReturnValue:
 
 def _row(p: Prediction) -> list[object]:
     return [
-        p.id, p.created_at.isoformat(), p.kind, p.name, len(p.slices), f"{p.score:.6f}",
+        p.id, iso(p.created_at), p.kind, p.name, len(p.slices), f"{p.score:.6f}",
         p.label, p.operating_point, f"{p.threshold:.6f}", p.uncertain, p.aggregation or "",
         p.bundle_name, p.bundle_id, p.app_version, p.content_sha256, p.review or "",
         p.true_label or "", p.note,

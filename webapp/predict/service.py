@@ -7,6 +7,7 @@ can report progress; a study is scored by the Predictor's own study rule.
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
 import threading
@@ -16,13 +17,14 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
+from sqlalchemy import update
 from werkzeug.datastructures import FileStorage
 
 from ml.bundle import Bundle
 from ml.inputs import UnreadableInput, read_zip
 from ml.readers import UnreadableImage, read_slice, sniff_format
 from ml.thresholds import OperatingPoint
-from webapp import audit, points, storage
+from webapp import audit, jobs, points, storage
 from webapp.bundle_store import register, using_predictor
 from webapp.extensions import db
 from webapp.models import Job, Prediction, SliceResult
@@ -32,6 +34,7 @@ if TYPE_CHECKING:  # torch loads when a job first runs, not when the app starts
     from ml.infer import Predictor, SlicePrediction
 
 log = logging.getLogger(__name__)
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
 
@@ -69,7 +72,8 @@ def read_upload(files: list[FileStorage]) -> list[UploadedSlice]:
     slices = []
     for upload in files:
         data = upload.read()
-        entries, from_zip = _entries(upload.filename or "upload", data)
+        filename = (upload.filename or "").replace("\x00", "") or "upload"  # PostgreSQL: no NUL
+        entries, from_zip = _entries(filename, data)
         for name, content in entries:
             try:
                 decoded = read_slice(content, max_pixels=limit)
@@ -111,32 +115,71 @@ def create_job(
     """Store the validated slices under generated names; record the job that will predict them."""
     as_study = as_study or any(s.from_zip for s in slices)
     mode = "slice" if len(slices) == 1 else ("study" if as_study else "batch")
-    inputs = [
-        {
-            "name": s.name,
-            "stored": storage.store(s.data, s.file_format),
-            "sha256": storage.sha256(s.data),
-            "format": s.file_format,
-            "info": s.info,
-        }
-        for s in slices
-    ]
-    job = Job(
-        id=secrets.token_hex(16), mode=mode, total=len(inputs), inputs=inputs, options=options
-    )
-    db.session.add(job)
-    audit.record("upload", f"job {job.id}", mode=mode, slices=len(inputs), options=options)
-    db.session.commit()
+    inputs: list[dict[str, Any]] = []
+    try:
+        for s in slices:
+            stored = storage.store(s.data, s.file_format)
+            inputs.append(
+                {
+                    "name": s.name,
+                    "stored": stored,
+                    "sha256": storage.sha256(s.data),
+                    "format": s.file_format,
+                    "info": s.info,
+                }
+            )
+        job = Job(
+            id=secrets.token_hex(16), mode=mode, total=len(inputs), inputs=inputs, options=options
+        )
+        db.session.add(job)
+        audit.record("upload", f"job {job.id}", mode=mode, slices=len(inputs), options=options)
+        db.session.commit()
+    except BaseException as exc:  # nothing of a failed upload stays: no row, no file
+        db.session.rollback()
+        for item in inputs:
+            storage.discard(item["stored"])
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            raise BadUpload(
+                "the server has no space left to store this upload; nothing was stored. "
+                "Tell the administrator.",
+                507,
+            ) from None
+        raise
+    for item in inputs:  # only now do the files appear under the names the job refers to
+        storage.publish(item["stored"])
+    return job
+
+
+def submit(
+    slices: list[UploadedSlice], as_study: bool, options: dict[str, Any] | None = None
+) -> Job:
+    """Store an upload as a job and start it; with the job queue unreachable, store nothing."""
+    if len(slices) > current_app.config["INLINE_SLICES"] and jobs.uses_queue():
+        jobs.check_reachable()  # before the first byte is written
+    job = create_job(slices, as_study, options)
+    start(job)
     return job
 
 
 def start(job: Job) -> None:
-    """Predict now when the upload is small, otherwise in this process's job thread."""
+    """Predict now when the upload is small, otherwise on the job queue (JOB_QUEUE=rq) or in
+    this process's job thread."""
     if job.total <= current_app.config["INLINE_SLICES"]:
         run_job(job.id)
-        return
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    _job_executor().submit(_run_in_app, app, job.id)
+    elif jobs.uses_queue():
+        _enqueue(job)
+    else:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        _job_executor().submit(_run_in_app, app, job.id)
+
+
+def _enqueue(job: Job) -> None:
+    try:
+        jobs.enqueue(run_queued_job, job.id)
+    except jobs.QueueUnavailable as exc:
+        # Redis went away after submit's check: the job ends like a failed prediction.
+        jobs.fail(job, str(exc))
+        raise
 
 
 def _job_executor() -> ThreadPoolExecutor:
@@ -152,26 +195,50 @@ def _run_in_app(app: Flask, job_id: str) -> None:
         run_job(job_id)
 
 
+def run_queued_job(job_id: str) -> None:
+    """Run a job taken from the Redis queue; `flask worker` provides the app context."""
+    if db.session.get(Job, job_id) is None:  # a worker set up apart from the web app
+        url = db.engine.url.render_as_string(hide_password=True)
+        raise LookupError(
+            f"job {job_id} is not in the database {url}: run the worker with the web app's "
+            "settings (DATABASE_URL, UPLOAD_DIR, BUNDLE_DIR)"
+        )
+    run_job(job_id)
+
+
 def run_job(job_id: str) -> None:
-    """Predict every slice of a job and store the results; on failure store none of them."""
+    """Predict every slice of a job and store the results; on failure store none of them.
+
+    A job that `flask jobs reap` failed meanwhile (and whose files it deleted) stays failed:
+    every change of status is conditional on the status this run left it in.
+    """
     job = db.session.get(Job, job_id)
-    if job is None or job.finished:
+    if job is None or not _moved(job_id, "queued", "running"):
         return
-    job.status = "running"
     db.session.commit()
     try:
         predictions = _predict_job(job)
         db.session.add_all(predictions)
-        job.status = "done"
+        if not _moved(job_id, "running", "done"):
+            log.warning("job %s was reaped while it ran; its results are not stored", job_id)
+            db.session.rollback()
+            return
         db.session.commit()
     except Exception as exc:  # the job must end, whatever went wrong; the log keeps the trace
         log.exception("job %s failed", job_id)
         db.session.rollback()
-        job = db.session.get(Job, job_id)
-        job.status, job.error = "failed", f"prediction failed: {exc}"
+        _moved(job_id, "running", "failed", error=f"prediction failed: {exc}")
         db.session.commit()
         for item in job.inputs:
             storage.remove(item["stored"])
+
+
+def _moved(job_id: str, was: str, status: str, error: str | None = None) -> bool:
+    """Set a job's status if it still is `was` (the caller commits); whether it was."""
+    moved = db.session.execute(
+        update(Job).where(Job.id == job_id, Job.status == was).values(status=status, error=error)
+    )
+    return moved.rowcount == 1  # type: ignore[attr-defined]
 
 
 def _predict_job(job: Job) -> list[Prediction]:

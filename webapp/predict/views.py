@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, redirect, request, url_for
 from werkzeug.wrappers import Response
 
+from webapp.auth.guard import permission
 from webapp.bundle_store import ModelNotLoaded, active_bundle
 from webapp.extensions import db
+from webapp.jobs import QueueUnavailable
 from webapp.models import Job
 from webapp.predict import service
 from webapp.render import is_htmx, render
@@ -21,17 +23,17 @@ def upload_form() -> str:
 
 
 @bp.post("/predict")
+@permission("upload")
 def upload() -> Response | tuple[str, int]:
-    """Validate every file, store them, predict (now or in the job thread), show the outcome."""
+    """Validate every file, store them, predict (now or as a job), show the outcome."""
     bundle, problem = active_bundle()
     if bundle is None:
         raise ModelNotLoaded(problem or "no model bundle is loaded")
     try:
         slices = service.read_upload(request.files.getlist("files"))
-    except service.BadUpload as exc:
+        job = service.submit(slices, as_study=request.form.get("study") == "on")
+    except (service.BadUpload, QueueUnavailable) as exc:
         return _upload_page(error=str(exc)), exc.status
-    job = service.create_job(slices, as_study=request.form.get("study") == "on")
-    service.start(job)
     return redirect(url_for("predict.job", job_id=job.id), 303)
 
 

@@ -6,6 +6,7 @@ from flask import Blueprint, abort, redirect, request, send_file, url_for
 from flask.typing import ResponseReturnValue
 
 from webapp import audit
+from webapp.auth.guard import permission
 from webapp.bundle_store import ModelNotLoaded, active_bundle, active_threshold
 from webapp.extensions import db
 from webapp.models import LABELS, REVIEWS, Prediction, SliceResult, now
@@ -83,16 +84,18 @@ def cam_info(prediction_id: int, position: int) -> ResponseReturnValue:
 
 
 @bp.post("/<int:prediction_id>/note")
+@permission("annotate")
 def note(prediction_id: int) -> ResponseReturnValue:
     """Save the free-text note."""
     prediction = get_prediction_or_404(prediction_id)
-    prediction.note = request.form.get("note", "").strip()[:5000]
+    prediction.note = request.form.get("note", "").replace("\x00", "").strip()[:5000]
     audit.record("note", f"prediction {prediction.id}", length=len(prediction.note))
     db.session.commit()
     return _annotations(prediction, saved="note saved")
 
 
 @bp.post("/<int:prediction_id>/review")
+@permission("annotate")
 def review(prediction_id: int) -> ResponseReturnValue:
     """Record the reviewer's agree/disagree and, when known, the true label."""
     prediction = get_prediction_or_404(prediction_id)
@@ -107,12 +110,14 @@ def review(prediction_id: int) -> ResponseReturnValue:
 
 
 @bp.get("/<int:prediction_id>/delete")
+@permission("delete")
 def confirm_delete(prediction_id: int) -> str:
     """Ask before deleting (the page a browser without JavaScript gets)."""
     return render("results/delete.html", p=get_prediction_or_404(prediction_id))
 
 
 @bp.post("/<int:prediction_id>/delete")
+@permission("delete")
 def delete(prediction_id: int) -> ResponseReturnValue:
     """Delete the result, its slices and every file stored for them."""
     prediction = get_prediction_or_404(prediction_id)

@@ -7,6 +7,7 @@ from flask.typing import ResponseReturnValue
 
 from ml import oof
 from webapp import points
+from webapp.auth.guard import current_user, permission
 from webapp.bundle_store import active_bundle
 from webapp.bundles.views import get_bundle_or_404
 from webapp.extensions import db
@@ -74,6 +75,7 @@ def changed(bundle_id: str) -> str:
 
 
 @bp.post("/<bundle_id>/points")
+@permission("operating_points")
 def save(bundle_id: str) -> ResponseReturnValue:
     """Save the slider's threshold as a named operating point, and make it active if asked."""
     bundle = get_bundle_or_404(bundle_id)
@@ -87,7 +89,7 @@ def save(bundle_id: str) -> ResponseReturnValue:
             level,
             request.form.get("name", ""),
             threshold,
-            created_by=request.form.get("created_by") or "studio user",
+            created_by=_author(),
             activate=request.form.get("activate") == "on",
         )
     except points.PointError as exc:
@@ -102,6 +104,7 @@ def save(bundle_id: str) -> ResponseReturnValue:
 
 
 @bp.post("/<bundle_id>/points/activate")
+@permission("operating_points")
 def activate(bundle_id: str) -> ResponseReturnValue:
     """Make a stored point (the bundle's own or a saved one) the one that labels new results."""
     bundle = get_bundle_or_404(bundle_id)
@@ -112,13 +115,19 @@ def activate(bundle_id: str) -> ResponseReturnValue:
         if saved is not None:
             points.activate_saved(saved)
         else:
-            points.adopt_bundle_point(
-                bundle, level, name, created_by=request.form.get("created_by") or "studio user"
-            )
+            points.adopt_bundle_point(bundle, level, name, created_by=_author())
     except points.PointError as exc:
         abort(400, description=str(exc))
     flash(f"{name} is now the active {level} operating point")
     return redirect(url_for(".page", bundle_id=bundle.id, level=level), 303)
+
+
+def _author() -> str:
+    """The logged-in user; without logins, the name typed into the form."""
+    user = current_user()
+    if user is not None:
+        return user.name
+    return request.form.get("created_by") or "studio user"
 
 
 def _level(source=None) -> str:
