@@ -113,6 +113,20 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         default=[],
         help="a sentence for the model card, e.g. what the model must not be used for (repeatable)",
     )
+    train.add_argument(
+        "--distributed",
+        choices=configuration.DISTRIBUTED_MODES,
+        help="under torchrun (default data): data = every process trains each fold on its share "
+        "of every batch (DistributedDataParallel); folds = fold k is trained by rank "
+        "(k-1) %% world size",
+    )
+    train.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=configuration.DISTRIBUTED_TIMEOUT_MIN,
+        metavar="MINUTES",
+        help="under torchrun: the longest one process waits for another (default: %(default)s)",
+    )
     train.set_defaults(handler=cmd_train)
 
 
@@ -148,21 +162,28 @@ def parse_class_map(text: str) -> dict[str, int]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ml.distributed import StoppedByRankZero, is_main_process
     from ml.pipeline import run_training
 
     cfg = config_from_args(args)
-    run_training(
-        args.data,
-        args.out,
-        cfg,
-        resume=args.resume,
-        strict=args.strict,
-        split_file=args.split,
-        cache_dir=None if args.no_cache else args.cache_dir,
-        progress=not args.quiet,
-        notes=args.note,
-    )
-    print((args.out / "report.md").read_text())
+    try:
+        run_training(
+            args.data,
+            args.out,
+            cfg,
+            resume=args.resume,
+            strict=args.strict,
+            split_file=args.split,
+            cache_dir=None if args.no_cache else args.cache_dir,
+            progress=not args.quiet,
+            notes=args.note,
+            distributed=args.distributed,
+            timeout_min=args.dist_timeout,
+        )
+    except StoppedByRankZero:
+        return 2  # rank 0 prints the reason; one message is enough
+    if is_main_process():  # under torchrun, rank 0 alone wrote the bundle
+        print((args.out / "report.md").read_text())
     return 0
 
 

@@ -7,6 +7,7 @@ trained, the audit must pass before the first step, and balancing happens inside
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -16,12 +17,17 @@ import numpy as np
 
 from ml import finish, splits
 from ml.cache import DecodedSet, decode_all
-from ml.config import DEFAULT_CACHE_DIR, TrainConfig, load_config, save_config
+from ml.config import (
+    DEFAULT_CACHE_DIR,
+    DISTRIBUTED_TIMEOUT_MIN,
+    TrainConfig,
+    load_config,
+    save_config,
+)
 from ml.context import network_images
 from ml.data import Dataset, SliceRecord, load_dataset, slice_order
 from ml.errors import UserError
 from ml.hashing import sha256_lines
-from ml.runtime import pick_device
 
 
 class BadDataError(UserError):
@@ -125,33 +131,45 @@ def run_training(
     cache_dir: Path | None = DEFAULT_CACHE_DIR,
     progress: bool = True,
     notes: Sequence[str] = (),
+    distributed: str | None = None,
+    timeout_min: float = DISTRIBUTED_TIMEOUT_MIN,
 ) -> Path:
-    """Train every fold (skipping finished ones on --resume) and write the bundle."""
+    """Train every fold (skipping finished ones on --resume) and write the bundle.
+
+    Under torchrun the processes share the folds' training (`distributed`: data, the default,
+    or folds; see ml.distributed) and rank 0 alone writes; the others return once their part
+    is handed over. `timeout_min` bounds every wait for another process.
+    """
+    from ml import distributed as dist
     from ml import train  # torch is imported only when training really starts
     from ml.models import build_from_config
 
     build_from_config(cfg)  # missing weights or a bad backbone fail now, not after decoding
     out = Path(out)
-    _check_out(out, cfg, resume)
-    prepared = prepare(
-        source, cfg, strict=strict, split_file=split_file, cache_dir=cache_dir, progress=progress
-    )
-    _start_out(out, cfg)
-    _write_json(out / "audit.json", prepared.audit)
-    splits.refuse_leaks(prepared.audit)
-    fold_count = int(prepared.parts.max())
-    device = pick_device(cfg.device)
-    print(f"training {fold_count} folds on {device} ({len(prepared.records)} slices)", flush=True)
-    results = []
-    for fold in range(1, fold_count + 1):
-        result = _finished_fold(out, fold, cfg, prepared)
-        if result is None:
-            result = _train_and_save(train, prepared, fold, cfg, device, out, progress)
-        else:
-            print(f"fold {fold}: already trained, kept (--resume)", flush=True)
-        results.append(result)
-    identity = finish.write_bundle(out, cfg, prepared, results, notes)
-    print(f"bundle {identity} written to {out}", flush=True)
+    with dist.join(distributed, cfg.device, timeout_min) as team:
+        team.on_main(_check_out, out, cfg, resume)
+        prepared = team.main_first(  # rank 0 fills the decoded-slice cache, the others read it
+            prepare,
+            source,
+            cfg,
+            strict=strict,
+            split_file=split_file,
+            cache_dir=cache_dir,
+            progress=progress and team.is_main,
+        )
+        team.on_main(_start_out, out, cfg, prepared.audit)
+        splits.refuse_leaks(prepared.audit)
+        fold_count = int(prepared.parts.max())
+        print(
+            f"training {fold_count} folds on {team.description} ({len(prepared.records)} slices)",
+            flush=True,
+        )
+        finished = team.on_main(_finished_folds, out, fold_count, cfg, prepared)
+        trainer = _spread_folds if team.mode == "folds" else _train_folds
+        results = trainer(train, prepared, fold_count, finished, cfg, team, out, progress)
+        if team.is_main:
+            identity = finish.write_bundle(out, cfg, prepared, results, notes)
+            print(f"bundle {identity} written to {out}", flush=True)
     return out
 
 
@@ -168,17 +186,79 @@ def _check_out(out: Path, cfg: TrainConfig, resume: bool) -> None:
         raise ValueError(f"{out} was started with another configuration; cannot resume it")
 
 
-def _start_out(out: Path, cfg: TrainConfig) -> None:
+def _start_out(out: Path, cfg: TrainConfig, audit: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)  # an unfinished bundle must not load
     save_config(cfg, out / "config.yaml")
+    _write_json(out / "audit.json", audit)
 
 
-def _train_and_save(train, prepared: Prepared, fold: int, cfg, device, out: Path, progress: bool):
-    from safetensors.torch import save_file
+def _train_folds(train, prepared, fold_count, finished, cfg, team, out, progress) -> list:
+    """Fold after fold, each by the whole team (one process, or all of them data parallel)."""
+    results = []
+    for fold in range(1, fold_count + 1):
+        if fold in finished:
+            print(f"fold {fold}: already trained, kept (--resume)", flush=True)
+            results.append(finished[fold])
+            continue
+        log = out / "logs" / f"fold_{fold}.jsonl" if team.is_main else io.StringIO()
+        together = team if team.mode == "data" else None
+        result, state = train.train_fold(
+            fold_data(prepared, fold),
+            cfg,
+            team.device,
+            log,
+            progress and team.is_main,
+            team=together,
+        )
+        if team.is_main:
+            _save_fold(out, cfg, prepared, result, state, team)
+        results.append(result)
+    return results
+
+
+def _spread_folds(train, prepared, fold_count, finished, cfg, team, out, progress) -> list:
+    """Folds mode: the folds left to train go round the processes (fold k to rank (k-1) % N
+    on a fresh run), N at a time. Each process hands its fold to rank 0, which saves it, so
+    no process waits for much longer than the time by which two folds' lengths differ."""
+    for fold in sorted(finished):
+        print(f"fold {fold}: already trained, kept (--resume)", flush=True)
+    results = dict(finished)
+    pending = [fold for fold in range(1, fold_count + 1) if fold not in finished]
+    for first in range(0, len(pending), team.world_size):
+        round_folds = pending[first : first + team.world_size]
+        if team.rank >= len(round_folds):
+            break  # a last round with fewer folds than processes: nothing left for this one
+        data = fold_data(prepared, round_folds[team.rank])
+        if not team.is_main:
+            log = io.StringIO()
+            result, state = train.train_fold(data, cfg, team.device, log, progress=False)
+            team.hand_over((result, state, log.getvalue()))
+            continue
+        log_path = out / "logs" / f"fold_{data.fold}.jsonl"
+        result, state = train.train_fold(data, cfg, team.device, log_path, progress)
+        _save_fold(out, cfg, prepared, result, state, team)
+        results[result.fold] = result
+        for rank in range(1, len(round_folds)):
+            result, state, log_text = team.take_from(rank)
+            _save_fold(out, cfg, prepared, result, state, team, log_text=log_text)
+            results[result.fold] = result
+            print(
+                f"fold {result.fold}: trained by rank {rank} in {result.seconds:.0f} s, "
+                f"best epoch {result.best_epoch} ({result.chosen_on} {result.best_value:.3f})",
+                flush=True,
+            )
+    if not team.is_main:
+        return []  # rank 0 alone holds every fold's result
+    return [results[fold] for fold in range(1, fold_count + 1)]
+
+
+def fold_data(prepared: Prepared, fold: int):
+    """The rows fold `fold` trains on, is validated (scored out of fold) on, and holds out."""
+    from ml.train import FoldData
 
     rows = np.arange(len(prepared.records))
-    data = train.FoldData(
+    return FoldData(
         fold=fold,
         images=prepared.images,
         labels=prepared.labels,
@@ -186,21 +266,35 @@ def _train_and_save(train, prepared: Prepared, fold: int, cfg, device, out: Path
         val_rows=rows[prepared.parts == fold].tolist(),
         holdout_rows=rows[prepared.parts == splits.HOLDOUT].tolist(),
     )
-    result, state = train.train_fold(
-        data, cfg, device, out / "logs" / f"fold_{fold}.jsonl", progress
-    )
+
+
+def _save_fold(out: Path, cfg, prepared: Prepared, result, state, team, log_text=None) -> None:
+    """A fold's weights and result (rank 0 only); the result file, written last, marks the
+    fold finished for --resume. `log_text` is the epoch log of a fold trained elsewhere."""
+    from safetensors.torch import save_file
+
+    if log_text is not None:
+        (out / "logs").mkdir(parents=True, exist_ok=True)
+        (out / "logs" / f"fold_{result.fold}.jsonl").write_text(log_text)
     metadata = {
-        "fold": str(fold),
+        "fold": str(result.fold),
         "epoch": str(result.best_epoch),
         "chosen_on": result.chosen_on,
         "value": f"{result.best_value:.6f}",
         "config_digest": cfg.digest(),
         "config": json.dumps(cfg.to_dict(), sort_keys=True),  # the checkpoint explains itself
     }
-    save_file(state, str(out / f"fold_{fold}.safetensors"), metadata=metadata)
+    if team.world_size > 1:
+        metadata["distributed"] = f"{team.mode} mode, {team.world_size} processes"
+    save_file(state, str(out / f"fold_{result.fold}.safetensors"), metadata=metadata)
     state_record = {**asdict(result), **_fold_identity(cfg, prepared)}
-    _write_json(out / "logs" / f"fold_{fold}.result.json", state_record)
-    return result
+    _write_json(out / "logs" / f"fold_{result.fold}.result.json", state_record)
+
+
+def _finished_folds(out: Path, fold_count: int, cfg: TrainConfig, prepared: Prepared) -> dict:
+    """The saved results of folds trained with this config, data and split, by fold."""
+    saved = {fold: _finished_fold(out, fold, cfg, prepared) for fold in range(1, fold_count + 1)}
+    return {fold: result for fold, result in saved.items() if result is not None}
 
 
 def _fold_identity(cfg: TrainConfig, prepared: Prepared) -> dict[str, str]:

@@ -11,14 +11,23 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from timm.layers import convert_sync_batchnorm
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    WeightedRandomSampler,
+)
 from tqdm import tqdm
 
 from ml import metrics
@@ -29,6 +38,9 @@ from ml.models import StrokeNet, build_from_config
 from ml.runtime import exact_float32
 from ml.transforms import SliceDataset, build_augment
 from ml.tta import build_views
+
+if TYPE_CHECKING:
+    from ml.distributed import Team
 
 
 @dataclass
@@ -94,6 +106,52 @@ def balanced_rows(
     return rows + extra, None
 
 
+class RankShare(Sampler[list[int]]):
+    """One process's piece of every global batch, under data-parallel training.
+
+    The global batches are exactly those one process draws (same sampler, generator and batch
+    size); each is cut into `world_size` contiguous pieces, the first ones a sample longer when
+    the size does not divide. Every process must take part in every step, so a process whose
+    piece is empty (a last batch smaller than the number of processes) gets the batch's first
+    sample as a stand-in, and `loss_weight` gives it weight 0.
+    """
+
+    def __init__(self, batches: BatchSampler, rank: int, world_size: int) -> None:
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+        self.samples = len(batches.sampler)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            start, stop = self._bounds(len(batch))
+            yield batch[start:stop] or batch[:1]
+
+    def _bounds(self, size: int) -> tuple[int, int]:
+        base, extra = divmod(size, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return start, start + base + (self.rank < extra)
+
+    def global_size(self, step: int) -> int:
+        size = self.batches.batch_size
+        return min(size, self.samples - step * size)
+
+    def real_size(self, step: int) -> int:
+        """Samples of step `step` that are this process's own (0 for a stand-in)."""
+        start, stop = self._bounds(self.global_size(step))
+        return stop - start
+
+    def loss_weight(self, step: int) -> float:
+        """Factor on this process's mean loss such that DistributedDataParallel's average of
+        the gradients over processes is the gradient of the global batch's mean loss."""
+        return self.real_size(step) * self.world_size / self.global_size(step)
+
+    @property
+    def real_total(self) -> int:
+        return sum(self.real_size(step) for step in range(len(self)))
+
+
 def make_loader(
     dataset: SliceDataset,
     *,
@@ -102,7 +160,10 @@ def make_loader(
     seed: int,
     weights: torch.Tensor | None = None,
     shuffle: bool = False,
+    share: tuple[int, int] | None = None,
 ) -> DataLoader:
+    """Batches in a seeded order; with `share` (rank, world size), that process's piece of
+    each batch a single process would draw (see `RankShare`)."""
     generator = torch.Generator().manual_seed(seed)
     sampler = None
     if weights is not None:
@@ -110,6 +171,20 @@ def make_loader(
             weights, len(weights), replacement=True, generator=generator
         )
         shuffle = False
+    if share is not None:
+        if sampler is None:
+            # What DataLoader builds itself for shuffle=True, on the same generator.
+            sampler = RandomSampler(dataset, generator=generator) if shuffle else None
+        batches = BatchSampler(
+            sampler or SequentialSampler(dataset), batch_size=batch_size, drop_last=False
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=RankShare(batches, *share),
+            num_workers=num_workers,
+            generator=generator,  # drawn from first, as in the single-process loader
+            persistent_workers=False,
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -143,11 +218,16 @@ def train_one_epoch(
     channels_last: bool,
     progress: tqdm | None = None,
 ) -> dict[str, float]:
-    """One pass over the loader; returns mean loss, images per second and the last learning rate."""
+    """One pass over the loader; returns mean loss, images per second and the last learning rate.
+
+    Under data-parallel training (a `RankShare` loader) the loss is weighted so that the
+    averaged gradient is that of the global batch, and only this process's own samples count.
+    """
     model.train()
     scaler = torch.amp.GradScaler(
         "cuda", enabled=device.type == "cuda" and amp and not torch.cuda.is_bf16_supported()
     )
+    share = loader.batch_sampler if isinstance(loader.batch_sampler, RankShare) else None
     total_loss, seen, lr = 0.0, 0, 0.0
     start = time.perf_counter()
     for step, (images, labels) in enumerate(loader):
@@ -156,8 +236,11 @@ def train_one_epoch(
         labels = labels.to(device, non_blocking=True)
         with _autocast(device, amp):
             loss = loss_fn(model(images), labels)
+        counted, scaled = len(labels), loss
+        if share is not None:
+            counted, scaled = share.real_size(step), loss * share.loss_weight(step)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(scaled).backward()
         if grad_clip > 0:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(
@@ -165,11 +248,11 @@ def train_one_epoch(
             )
         scaler.step(optimizer)
         scaler.update()
-        total_loss += float(loss.detach()) * len(labels)
-        seen += len(labels)
+        total_loss += float(loss.detach()) * counted
+        seen += counted
         if progress is not None:
             rate = seen / max(1e-9, time.perf_counter() - start)
-            progress.update(len(labels))
+            progress.update(counted)
             progress.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{rate:.1f}")
     elapsed = time.perf_counter() - start
     return {"train_loss": total_loss / max(1, seen), "images_per_s": seen / elapsed, "lr": lr}
@@ -204,14 +287,22 @@ def evaluate(
 
 
 class _Fold:
-    """One fold's model, optimiser and loaders: the parts `train_fold` puts in order."""
+    """One fold's model, optimiser and loaders: the parts `train_fold` puts in order.
 
-    def __init__(self, data: FoldData, cfg: TrainConfig, device: torch.device) -> None:
-        self.data, self.cfg, self.device = data, cfg, device
+    With a `team`, this process trains the fold together with the others (data parallel):
+    each takes its piece of every global batch and scores its piece of every scored set.
+    """
+
+    def __init__(
+        self, data: FoldData, cfg: TrainConfig, device: torch.device, team: Team | None = None
+    ) -> None:
+        self.data, self.cfg, self.device, self.team = data, cfg, device, team
         self.seed = cfg.seed + data.fold
         seed_everything(self.seed, cfg.deterministic)
         self.built = build_from_config(cfg)
         self.model = self.built.model.to(device)
+        if team is not None:
+            self._join(team)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         focal = {"alpha": cfg.focal_alpha, "gamma": cfg.focal_gamma}
@@ -226,6 +317,15 @@ class _Fold:
         )
         self.warmup = min(1.0, cfg.warmup_epochs / cfg.epochs)
         self.rng = np.random.default_rng(self.seed)  # oversampling draws
+
+    def _join(self, team: Team) -> None:
+        """Same initial weights everywhere (seeded above); per-process dropout draws."""
+        if self.device.type == "cuda":
+            # BatchNorm over the whole global batch, as one process would normalise it. torch's
+            # SyncBatchNorm runs on GPUs only: on the CPU each process normalises its piece.
+            # timm's converter keeps the activation that its BatchNormAct2d layers carry.
+            self.model = convert_sync_batchnorm(self.model)
+        torch.manual_seed(_process_seed(self.seed, team.rank))
 
     def set_lr(self, epoch_progress: float) -> float:
         """Learning rates at a fractional epoch; returns the backbone's."""
@@ -242,9 +342,17 @@ class _Fold:
         weights: torch.Tensor | None = None,
         epoch: int = 0,
     ) -> DataLoader:
-        """Training loaders draw a new order and new augmentations each epoch, repeatably."""
+        """Training loaders draw a new order and new augmentations each epoch, repeatably.
+
+        Under data parallelism the order is the single-process one, shared out by `RankShare`;
+        augmentations are drawn per process (a stream cannot be split without replaying it).
+        """
         cfg = self.cfg
         epoch_seed = self.seed * 1000 + epoch
+        augment_seed, share = epoch_seed, None
+        if self.team is not None and augment:
+            augment_seed = _process_seed(epoch_seed, self.team.rank)
+            share = (self.team.rank, self.team.world_size)
         dataset = SliceDataset(
             self.data.images,
             self.data.labels,
@@ -252,7 +360,7 @@ class _Fold:
             in_chans=cfg.in_chans,
             mean=self.built.mean,
             std=self.built.std,
-            augment=build_augment(cfg.augment, epoch_seed) if augment else None,
+            augment=build_augment(cfg.augment, augment_seed) if augment else None,
         )
         return make_loader(
             dataset,
@@ -261,11 +369,19 @@ class _Fold:
             seed=epoch_seed,
             weights=weights,
             shuffle=augment and weights is None,
+            share=share,
         )
 
     def score(
         self, rows: Sequence[int], views: Sequence[str] = ("identity",), *, amp: bool = True
     ) -> np.ndarray:
+        """Probabilities for `rows`; a team scores one piece each and shares the pieces."""
+        if self.team is None:
+            return self._score(rows, views, amp)
+        piece = np.array_split(np.asarray(rows, dtype=int), self.team.world_size)[self.team.rank]
+        return np.concatenate(self.team.all_gather(self._score(piece.tolist(), views, amp)))
+
+    def _score(self, rows: Sequence[int], views: Sequence[str], amp: bool) -> np.ndarray:
         if not rows:
             return np.zeros(0)
         return evaluate(
@@ -281,6 +397,8 @@ class _Fold:
         cfg = self.cfg
         self.model.freeze_backbone(epoch < cfg.freeze_epochs)
         rows, weights = balanced_rows(rows, self.data.labels, cfg.balance, self.rng)
+        if self.team is not None:
+            return self._train_epoch_together(epoch, rows, weights, bar)
         bar.reset(total=len(rows))
         return train_one_epoch(
             self.model,
@@ -296,6 +414,32 @@ class _Fold:
             progress=bar,
         )
 
+    def _train_epoch_together(
+        self, epoch: int, rows: list[int], weights: torch.Tensor | None, bar: tqdm
+    ) -> dict[str, float]:
+        """One data-parallel epoch; the figures returned are those of the global batches."""
+        cfg, team = self.cfg, self.team
+        loader = self.loader(rows, augment=True, weights=weights, epoch=epoch)
+        own = loader.batch_sampler.real_total
+        bar.reset(total=own)
+        stats = train_one_epoch(
+            # Made again each epoch: the wrapper syncs only what is trainable when it is made.
+            team.data_parallel(self.model),
+            loader,
+            self.loss_fn,
+            self.optimizer,
+            device=self.device,
+            set_lr=self.set_lr,
+            epoch=epoch,
+            amp=cfg.amp,
+            grad_clip=cfg.grad_clip,
+            channels_last=cfg.channels_last,
+            progress=bar,
+        )
+        team.sync_buffers(self.model)
+        loss_sum, seen, rate = team.sum([stats["train_loss"] * own, own, stats["images_per_s"]])
+        return {**stats, "train_loss": loss_sum / max(1.0, seen), "images_per_s": rate}
+
     def hard_examples(self) -> list[int]:
         """Rows of the fold's training part that the model, as it stands, gets wrong."""
         rows = self.data.train_rows
@@ -309,15 +453,25 @@ class _Fold:
 
 
 def train_fold(
-    data: FoldData, cfg: TrainConfig, device: torch.device, log_path: Path, progress: bool = True
+    data: FoldData,
+    cfg: TrainConfig,
+    device: torch.device,
+    log_to: Path | TextIO,
+    progress: bool = True,
+    *,
+    team: Team | None = None,
 ) -> tuple[FoldResult, dict[str, torch.Tensor]]:
-    """Train one fold from the pretrained backbone; return its result and best weights."""
+    """Train one fold from the pretrained backbone; return its result and best weights.
+
+    The epoch log goes to `log_to`, a file or an open text stream (a process that must not
+    write files keeps it in memory). With `team`, its processes train this fold together, data
+    parallel, and each returns the same result and weights.
+    """
     start = time.perf_counter()
-    fold = _Fold(data, cfg, device)
+    fold = _Fold(data, cfg, device, team)
     train_rows, mined = list(data.train_rows), 0
     best: dict[str, object] = {"value": -math.inf}
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
+    with _open_log(log_to) as log:
         for epoch in range(cfg.epochs):
             with tqdm(
                 desc=f"fold {data.fold} epoch {epoch + 1}/{cfg.epochs}",
@@ -391,6 +545,18 @@ def _validation_scores(
     except ValueError:  # a fold without one of the classes has no AUC
         auc = None
     return {"val_loss": loss, "val_roc_auc": auc}
+
+
+def _open_log(log_to: Path | TextIO):
+    if not isinstance(log_to, Path):
+        return nullcontext(log_to)
+    log_to.parent.mkdir(parents=True, exist_ok=True)
+    return log_to.open("w")
+
+
+def _process_seed(seed: int, rank: int) -> int:
+    """A seed of its own for each process, from the shared one."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
 
 def _criterion(val: dict[str, float | None]) -> tuple[str, float]:
