@@ -15,6 +15,13 @@ class Config:
     # is made once and kept in the instance folder (instance/secret_key, readable by the owner
     # only), so no deployment ever runs with a key that is written down anywhere.
     SECRET_KEY = os.environ.get("SECRET_KEY") or None
+    # ENVIRONMENT=production: the app refuses to start without a SECRET_KEY of at least 32
+    # characters (several web hosts must share one key; a made-up key would differ per host)
+    # and without SESSION_COOKIE_SECURE=1 (production is served over HTTPS).
+    ENVIRONMENT = os.environ.get("ENVIRONMENT", "development")
+    # Behind a reverse proxy: how many proxies to trust for X-Forwarded-For/-Proto/-Host, so
+    # that the login rate limit and the audit log see the client's address, not the proxy's.
+    TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     # Set SESSION_COOKIE_SECURE=1 behind HTTPS, so the cookie never travels in clear text.

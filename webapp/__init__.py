@@ -28,8 +28,14 @@ def create_app(config: object | None = None) -> Flask:
     )
     app.config.from_object(config or "config.Config")
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    _check_production(app.config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path) / "secret_key")
+    if app.config.get("TRUSTED_PROXIES"):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
     from webapp import audit, auth, bundle_store, converters, errors, filters, jobs
     from webapp.extensions import csrf, db, migrate, sqlite_wait
@@ -63,6 +69,28 @@ def create_app(config: object | None = None) -> Flask:
     app.cli.add_command(tokens_cli)
     app.cli.add_command(users_cli)
     return app
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot run this deployment safely; the message says what to set."""
+
+
+def _check_production(config: dict) -> None:
+    """Outside development, refuse to start without what a shared deployment needs."""
+    environment = config.get("ENVIRONMENT", "development")
+    if environment not in ("development", "production"):
+        raise ConfigurationError(f"ENVIRONMENT={environment!r}; choose development or production")
+    if environment != "production":
+        return
+    if len(config.get("SECRET_KEY") or "") < 32:
+        raise ConfigurationError(
+            "ENVIRONMENT=production needs SECRET_KEY (at least 32 random characters, the same "
+            "on every web host): python -c 'import secrets; print(secrets.token_hex(32))'"
+        )
+    if not config.get("SESSION_COOKIE_SECURE"):
+        raise ConfigurationError(
+            "ENVIRONMENT=production needs SESSION_COOKIE_SECURE=1: serve it over HTTPS"
+        )
 
 
 def _instance_secret(path: Path) -> str:

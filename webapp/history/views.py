@@ -7,6 +7,7 @@ import io
 
 from flask import Blueprint, current_app, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import selectinload
 
 from webapp.api.serialise import iso
 from webapp.extensions import db
@@ -28,7 +29,7 @@ def listing() -> str:
     """Stored results, filtered, sorted and paged; `results` is the HTMX fragment."""
     filters = Filters.from_args(request.args)
     page = db.paginate(
-        filters.query(),
+        filters.query().options(selectinload(Prediction.slices)),  # one query, not one per study
         per_page=current_app.config["HISTORY_PAGE_SIZE"],
         error_out=False,
     )
