@@ -133,6 +133,25 @@ def _read_raster(
 def _read_dicom(
     data: bytes, windows: tuple[tuple[float, float], ...], max_pixels: int
 ) -> DecodedSlice:
+    """A slice is accepted or refused here, never half-read: a tag too damaged to interpret
+    refuses the file, and pydicom's warnings about values that break the standard stay quiet
+    (the checks below decide)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return _interpret_dicom(data, windows, max_pixels)
+        except UnreadableImage:
+            raise
+        except Exception as exc:
+            # pydicom raises a dozen types on hostile bytes (NotImplementedError for an unknown
+            # VR, BytesLengthException, struct.error, ...), found by fuzzing; every one of them
+            # means this file cannot be read.
+            raise UnreadableImage(f"DICOM file is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _interpret_dicom(
+    data: bytes, windows: tuple[tuple[float, float], ...], max_pixels: int
+) -> DecodedSlice:
     import pydicom
     from pydicom.errors import InvalidDicomError
 

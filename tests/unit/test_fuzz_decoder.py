@@ -12,6 +12,7 @@ import io
 import zipfile
 
 import numpy as np
+import pydicom
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,6 +46,12 @@ def _seeds(tmp_dir) -> list[bytes]:
         seeds.append(buffer.getvalue())
     path = tmp_dir / "slice.dcm"
     write_ct_dicom(path, np.full((40, 48), 40, dtype=np.int16), patient_id="F1", instance_number=1)
+    ds = pydicom.dcmread(path)  # fixed UIDs: the same seed bytes, so the same cases, every run
+    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        if keyword in ds:
+            setattr(ds, keyword, "1.2.826.0.1.3680043.10.1099.7")
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.10.1099.7"
+    ds.save_as(path)
     seeds.append(path.read_bytes())
     return seeds
 
@@ -134,3 +141,20 @@ def test_zip_archives_of_mutated_members_never_crash(seeds: list[bytes]) -> None
             _check(source.data)
 
     run()
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"\x08\x00\x60\x00CS", b"\x08\x00\x60\x00KS"),  # an unknown VR (NotImplementedError)
+        (b"\x28\x00\x10\x00US", b"\x28\x00\x10\x00UL"),  # Rows: 2 bytes read as 4
+    ],
+)
+def test_dicom_tags_the_fuzzer_broke_are_refused(
+    seeds: list[bytes], old: bytes, new: bytes
+) -> None:
+    """Cases the fuzzer found (run longer than in CI), kept as plain regressions."""
+    dicom = seeds[-1]
+    assert old in dicom
+    with pytest.raises(UnreadableImage, match="DICOM file is damaged"):
+        read_slice(dicom.replace(old, new, 1), max_pixels=LIMIT)
