@@ -7,12 +7,13 @@ import io
 
 from flask import Blueprint, current_app, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy.orm import selectinload
+from sqlalchemy import func, select
+from sqlalchemy.orm import defer
 
 from webapp.api.serialise import iso
 from webapp.extensions import db
 from webapp.history.query import SORTS, Filters
-from webapp.models import LABELS, BundleRecord, Prediction
+from webapp.models import LABELS, BundleRecord, Prediction, SliceResult
 from webapp.render import render
 
 bp = Blueprint("history", __name__, url_prefix="/history")
@@ -29,9 +30,15 @@ def listing() -> str:
     """Stored results, filtered, sorted and paged; `results` is the HTMX fragment."""
     filters = Filters.from_args(request.args)
     page = db.paginate(
-        filters.query().options(selectinload(Prediction.slices)),  # one query, not one per study
+        filters.query().options(defer(Prediction.preprocessing)),  # not shown in the list
         per_page=current_app.config["HISTORY_PAGE_SIZE"],
         error_out=False,
+    )
+    ids = [p.id for p in page.items]
+    counts = db.session.execute(  # slice counts in one query, without loading the slices
+        select(SliceResult.prediction_id, func.count())
+        .where(SliceResult.prediction_id.in_(ids))
+        .group_by(SliceResult.prediction_id)
     )
     bundles = db.session.scalars(db.select(BundleRecord).order_by(BundleRecord.name)).all()
     return render(
@@ -43,6 +50,7 @@ def listing() -> str:
         labels=LABELS,
         bundles=bundles,
         deleted=request.args.get("deleted", type=int),
+        slice_counts=dict(counts.all()),
     )
 
 
