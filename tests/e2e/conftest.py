@@ -27,9 +27,9 @@ CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
 
 
-@pytest.fixture(scope="module")
-def live_app(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    root = tmp_path_factory.mktemp("live")
+def make_live_app(tiny_bundle: Path, root: Path, **settings: object) -> Flask:
+    """An app on its own database, uploads and bundle folder under `root`; `settings` are
+    further configuration values (AUTH_REQUIRED=True, say)."""
     shutil.copytree(tiny_bundle, root / "bundles" / "tiny")
 
     class Config(TestConfig):
@@ -39,10 +39,18 @@ def live_app(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Fla
         UPLOAD_DIR = str(root / "uploads")
         CACHE_DIR = str(root / "cache")
 
+    for key, value in settings.items():
+        setattr(Config, key, value)
     app = create_app(Config)
     with app.app_context():
         upgrade()
     return app
+
+
+@pytest.fixture(scope="module")
+def live_app(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    """The app the browser tests talk to; a module may override this fixture."""
+    return make_live_app(tiny_bundle, tmp_path_factory.mktemp("live"))
 
 
 @pytest.fixture(scope="module")
