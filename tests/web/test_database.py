@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask_migrate import downgrade, upgrade
 
 from ml.bundle import load_bundle
-from tests.web.helpers import BOTH_DATABASES, phantom_slices, post, upload
+from tests.web.helpers import BOTH_DATABASES, phantom_slices, post, upload, wait_for_job
 from tests.web.test_api import API, assert_error, bearer, make_token
 from webapp.extensions import db
 from webapp.models import AuditEvent, Prediction
@@ -25,6 +25,35 @@ def test_migrations_go_down_to_nothing_and_up_again(app) -> None:
         upgrade()
         tables = set(sa.inspect(db.engine).get_table_names())
     assert {"bundles", "jobs", "predictions", "prediction_slices", "audit_events"} <= tables
+
+
+def test_the_search_migration_fills_the_search_text_of_existing_results(app, phantom_data) -> None:
+    """Results stored before 0007 are found by name, note and slice file name after it."""
+    client = app.test_client()
+    response = upload(client, phantom_slices(phantom_data, 2), study=True)
+    wait_for_job(app, response.headers["Location"].rsplit("/", 1)[-1])
+    with app.app_context():
+        [study] = db.session.scalars(db.select(Prediction)).all()
+        study.note = "Schädel"
+        db.session.commit()
+        slice_names = [s.original_name for s in study.slices]
+        db.session.close()  # PostgreSQL: a read left open would block the ALTER TABLE
+        downgrade(revision="0006_job_heartbeat")
+        assert "search_text" not in _columns("predictions")
+        upgrade()
+        db.session.expire_all()
+        assert db.session.get(Prediction, study.id).search_text.split("\n")[1:] == [
+            "schädel",
+            *(name.casefold() for name in slice_names),
+        ]
+        db.session.close()
+    for q in ("SCHÄDEL", slice_names[-1]):
+        text = client.get("/history/export.csv", query_string={"q": q}).get_data(as_text=True)
+        assert len(text.strip().splitlines()) == 2, q  # the header and the study
+
+
+def _columns(table: str) -> set[str]:
+    return {c["name"] for c in sa.inspect(db.engine).get_columns(table)}
 
 
 def test_times_come_back_in_utc(make_app, monkeypatch) -> None:

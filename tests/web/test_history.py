@@ -76,6 +76,31 @@ def test_search_is_literal_and_ignores_case_beyond_ascii(filled) -> None:
     assert found("left_") == [3]  # an underscore is not "any one character"
     assert found("\\") == [4] and found(":\\s") == [4]
     assert found("\x00") == [5, 4, 3, 2, 1]  # a NUL is dropped, and nothing is left to find
+    assert found("STRASSE") == [] and found("äö\nleft") == []
+    with app.app_context():
+        db.session.get(Prediction, 1).note = "Straße"
+        db.session.commit()
+    assert found("STRASSE") == [1]  # full case folding, both sides
+    assert found(f"{names_of(app)[0]}Straße") == []  # no match across the name and the note
+
+
+def names_of(app) -> list[str]:
+    with app.app_context():
+        return list(db.session.scalars(db.select(Prediction.name).order_by(Prediction.id)))
+
+
+def test_search_finds_a_study_by_any_slice_file_name(make_app, phantom_data) -> None:
+    """A study's name shows only its first and last file; the search reads every slice's."""
+    app = make_app()
+    client = app.test_client()
+    files = phantom_slices(phantom_data, 3)
+    response = upload(client, files, study=True)
+    wait_for_job(app, response.headers["Location"].rsplit("/", 1)[-1])
+    middle = files[1][1]
+    with app.app_context():
+        [study] = db.session.scalars(db.select(Prediction)).all()
+        assert middle not in study.name
+    assert _ids(client, urlencode({"q": middle.upper()})) == [study.id]
 
 
 def test_csv_times_are_utc(filled) -> None:
