@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -510,9 +511,54 @@ def test_openapi_document_describes_exactly_the_routes(app, client) -> None:
             declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
             assert declared == names, (path, method)
             assert "Error" in str(operation["responses"]) or operation.get("security") == []
-            url = API + path.format(prediction_id=1, bundle_id="x", name="x")
+            url = API + path.format(prediction_id=1, bundle_id="x", name="x", job_id="x")
             anonymous = client.open(url, method=method.upper())
             anonymous.close()
             needs_token = operation.get("security") != []
             assert (anonymous.status_code == 401) == needs_token, (path, method)
             assert ("401" in operation["responses"]) == needs_token
+
+
+def _poll(client: FlaskClient, headers: dict[str, str], url: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(url, headers=headers).get_json()
+        if job["status"] in ("done", "failed") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.05)
+
+
+def test_wait_false_answers_at_once_and_the_job_gives_the_same_results(
+    app, client, auth, phantom_data
+) -> None:
+    files = phantom_slices(phantom_data, 3)
+    now = api_predict(client, auth, files, study="true")
+    assert now.status_code == 201
+
+    later = api_predict(client, auth, files, study="true", wait="false")
+    assert later.status_code == 202, later.get_data(as_text=True)
+    job = later.get_json()
+    assert later.headers["Location"] == job["url"] == f"{API}/jobs/{job['id']}"
+    assert job["mode"] == "study" and job["total"] == 3 and job["predictions"] == []
+    assert job["status"] in ("queued", "running", "done")
+
+    job = _poll(client, auth, job["url"])
+    assert job["status"] == "done" and job["done"] == 3 and job["error"] is None
+    [made] = job["predictions"]
+    stored = client.get(made["url"], headers=auth).get_json()
+    assert stored["job_id"] == job["id"] and stored["kind"] == "study"
+    assert stored["score"] == pytest.approx(now.get_json()["score"], abs=1e-6)
+
+    assert_error(client.get(f"{API}/jobs/{'0' * 32}", headers=auth), 404, "there is no job")
+    reader = bearer(make_token(app, "read"))
+    assert client.get(job["url"], headers=reader).status_code == 200
+    assert api_predict(client, reader, files, wait="false").status_code == 403
+
+
+def test_wait_false_refuses_cam_and_bad_values_and_stores_nothing(
+    app, client, auth, phantom_data
+) -> None:
+    files = phantom_slices(phantom_data, 1)
+    assert_error(api_predict(client, auth, files, wait="false", cam="true"), 400, "wait=true")
+    assert_error(api_predict(client, auth, files, wait="later"), 400, "wait must be true or")
+    assert count_predictions(app) == 0 and stored_files(app) == []

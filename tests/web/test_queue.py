@@ -35,6 +35,7 @@ from tests.web.helpers import (
     upload,
     wait_for_job,
 )
+from tests.web.test_api import api_predict, assert_error, bearer, make_token
 from webapp import jobs, storage
 from webapp.extensions import db
 from webapp.models import AuditEvent, Job, Prediction, now
@@ -376,3 +377,38 @@ def test_a_job_over_its_timeout_fails_and_stores_nothing(
     job = wait_for_job(web, job_id, timeout=5)
     assert job.status == "failed" and "timeout" in job.error
     assert count_predictions(web) == 0 and stored_files(web) == []
+
+
+def test_api_wait_false_puts_the_job_on_the_queue(make_app, redis_url, phantom_data) -> None:
+    """The web worker answers 202 and predicts nothing; a queue worker does, as the API's
+    synchronous answer would have."""
+    web = make_app(JOB_QUEUE="rq", REDIS_URL=redis_url)
+    client = web.test_client()
+    headers = bearer(make_token(web, "read", "write"))
+    files = phantom_slices(phantom_data, 2)
+    accepted = api_predict(client, headers, files, wait="false")
+    assert accepted.status_code == 202
+    job = client.get(accepted.headers["Location"], headers=headers).get_json()
+    assert job["status"] == "queued" and job["mode"] == "batch" and job["done"] == 0
+    with web.app_context():
+        assert jobs.waiting_job_ids() == {job["id"]}
+    assert count_predictions(web) == 0
+
+    _work(make_app(JOB_QUEUE="rq", REDIS_URL=redis_url))
+    job = client.get(accepted.headers["Location"], headers=headers).get_json()
+    assert job["status"] == "done" and len(job["predictions"]) == 2
+    now = api_predict(client, headers, files).get_json()["predictions"]
+    queued = [client.get(p["url"], headers=headers).get_json() for p in job["predictions"]]
+    assert [p["score"] for p in queued] == pytest.approx([p["score"] for p in now], abs=1e-6)
+
+
+def test_api_wait_false_with_redis_down_is_503_and_stores_nothing(make_app, phantom_data) -> None:
+    app = make_app(JOB_QUEUE="rq", REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0")
+    client = app.test_client()
+    headers = bearer(make_token(app, "read", "write"))
+    response = api_predict(client, headers, phantom_slices(phantom_data, 1), wait="false")
+    assert_error(response, 503, "job queue cannot be reached")
+    assert response.headers["Retry-After"] == "30"
+    with app.app_context():
+        assert db.session.query(Job).count() == 0
+    assert count_predictions(app) == 0 and stored_files(app) == []

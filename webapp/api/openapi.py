@@ -19,7 +19,7 @@ ERROR_TEXT = {
     415: "A file is not a PNG, JPEG or DICOM image.",
     422: "A file is damaged or cannot be used (e.g. a DICOM that is not CT).",
     500: "The prediction failed; nothing was stored.",
-    503: "No model is loaded.",
+    503: "No model is loaded, or the job queue (Redis) cannot be reached.",
 }
 
 
@@ -134,6 +134,9 @@ UPLOAD = {
                             "description": "Label with this named point (not with threshold)."},
         "cam": {"type": "boolean", "default": False,
                 "description": "Also make each slice's Grad-CAM (adds cam_url, faithfulness)."},
+        "wait": {"type": "boolean", "default": True,
+                 "description": "false: answer 202 with the job at once and predict on the job "
+                                "queue; poll the job's URL (not with cam=true)."},
     },
 }  # fmt: skip
 LEVEL = {"type": "string", "enum": ["slice", "patient"]}
@@ -141,16 +144,26 @@ LEVEL = {"type": "string", "enum": ["slice", "patient"]}
 PATHS: dict[str, Any] = {
     "/predict": {
         "post": _op(
-            "Predict uploaded slices now and store the result(s)",
+            "Predict uploaded slices (now, or on the job queue) and store the result(s)",
             "write",
             {
                 "201": _json(
                     {"oneOf": [_ref("Prediction"), _ref("PredictionBatch")]},
                     "The stored prediction; several files without study=true give a batch.",
-                )
+                ),
+                "202": _json(_ref("Job"), "wait=false: the job, queued (Location: its URL)."),
             },
             (400, 413, 415, 422, 500, 503),
             body={"required": True, "content": {"multipart/form-data": {"schema": UPLOAD}}},
+        )
+    },
+    "/jobs/{job_id}": {
+        "get": _op(
+            "A prediction job: queued, running, done (with its results) or failed",
+            "read",
+            {"200": _json(_ref("Job"), "The job.")},
+            (404,),
+            parameters=(_param("path", "job_id", STR, "A job's id (from 202's Location)."),),
         )
     },
     "/predictions": {
@@ -357,6 +370,24 @@ SCHEMAS: dict[str, Any] = {
     ),
     "PredictionBatch": _object(
         {"predictions": {"type": "array", "items": _ref("Prediction")}}, ("predictions",)
+    ),
+    "Job": _object(
+        {
+            "id": STR,
+            "url": STR,
+            "status": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+            "mode": {"type": "string", "enum": ["slice", "study", "batch"]},
+            "total": INT,
+            "done": INT,
+            "error": NULL_STR,
+            "created_at": WHEN,
+            "updated_at": {**WHEN, "nullable": True},
+            "predictions": {
+                "type": "array",
+                "items": _object({"id": INT, "url": STR}),
+                "description": "The stored results, once the job is done.",
+            },
+        }
     ),
     "PredictionPage": _object(
         {

@@ -10,7 +10,7 @@ from flask import url_for
 from ml.bundle import Bundle
 from ml.thresholds import OperatingPoint
 from webapp import points
-from webapp.models import BundleRecord, OperatingPointRecord, Prediction, SliceResult
+from webapp.models import BundleRecord, Job, OperatingPointRecord, Prediction, SliceResult
 
 CAM_METHOD = "gradcam"  # the heat map the API offers by default and links from a slice
 
@@ -131,3 +131,22 @@ def level_points(bundle: Bundle, level: str) -> dict[str, Any]:
 
 def _bundle_point(point: OperatingPoint, bundle_default: bool) -> dict[str, Any]:
     return {**point.to_dict(), "source": "bundle", "bundle_default": bundle_default}
+
+
+def job(j: Job) -> dict[str, Any]:
+    """A job's state; once done, the results it stored (their ids and URLs)."""
+    made = sorted(j.predictions, key=lambda p: p.id) if j.status == "done" else []
+    return {
+        "id": j.id,
+        "url": url_for("api.job", job_id=j.id),
+        "status": j.status,
+        "mode": j.mode,
+        "total": j.total,
+        "done": j.done,
+        "error": j.error,
+        "created_at": iso(j.created_at),
+        "updated_at": iso(j.updated_at),
+        "predictions": [
+            {"id": p.id, "url": url_for("api.prediction", prediction_id=p.id)} for p in made
+        ],
+    }

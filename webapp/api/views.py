@@ -1,7 +1,9 @@
 """Routes of /api/v1: predict, stored results, models and their operating points, health.
 
 Every answer is JSON (or a PNG heat map); every error is `{"error": {"code", "message"}}`.
-Uploads are predicted within the request, so a client gets its result in the response.
+Uploads are predicted within the request, so a client gets its result in the response; with
+`wait=false` they go to the job queue instead (202, then GET /jobs/ID until it is done), which
+keeps a web worker free while a large batch or study is scored.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from webapp.bundle_store import ModelNotLoaded, active_bundle
 from webapp.errors import error_response
 from webapp.extensions import csrf, db
 from webapp.history.query import Filters
+from webapp.jobs import QueueUnavailable
 from webapp.models import Job, Prediction
 from webapp.predict import service
 from webapp.results import explain
@@ -44,6 +47,12 @@ def _bad_upload(exc: service.BadUpload) -> ResponseReturnValue:
     return error_response(exc.status, f"{exc}. Nothing was stored.")
 
 
+@bp.errorhandler(QueueUnavailable)
+def _queue_unavailable(exc: QueueUnavailable) -> ResponseReturnValue:
+    response, status = error_response(exc.status, str(exc), "queue_unavailable")
+    return response, status, {"Retry-After": "30"}
+
+
 @bp.errorhandler(points.PointError)
 def _point_error(exc: points.PointError) -> ResponseReturnValue:
     return error_response(400, str(exc))
@@ -52,13 +61,39 @@ def _point_error(exc: points.PointError) -> ResponseReturnValue:
 @bp.post("/predict")
 @require("write")
 def predict() -> ResponseReturnValue:
-    """Check every file, store them, predict now; 201 with the stored result(s)."""
-    as_study, with_cam = flag("study"), flag("cam")
+    """Check every file, store them, predict now; 201 with the stored result(s).
+
+    `wait=false`: 202 with the job, predicted on the queue; its URL says when it is done.
+    """
+    as_study, with_cam, wait = flag("study"), flag("cam"), _wait()
+    if with_cam and not wait:
+        raise ApiError(
+            400, "cam=true needs wait=true; fetch a heat map later from the slice's cam URL"
+        )
     options = _labelling_options(_loaded_bundle(), as_study)
     slices = service.read_upload(request.files.getlist("files"))
+    if not wait:
+        job = service.submit(slices, as_study, options, background=True)
+        location = url_for(".job", job_id=job.id)
+        return serialise.job(db.session.get(Job, job.id)), 202, {"Location": location}
     job = service.create_job(slices, as_study=as_study, options=options)
     service.run_job(job.id)
     return _job_outcome(job.id, with_cam)
+
+
+@bp.get("/jobs/<job_id>")
+@require("read")
+def job(job_id: str) -> ResponseReturnValue:
+    """A prediction job: queued, running (slices done so far), done (its results) or failed."""
+    found = db.session.get(Job, job_id[:32])
+    if found is None:
+        raise ApiError(404, f"there is no job {job_id[:32]!r}")
+    return serialise.job(found)
+
+
+def _wait() -> bool:
+    """`wait` is true unless the client says otherwise."""
+    return "wait" not in request.values or flag("wait")
 
 
 @bp.get("/predictions")

@@ -151,20 +151,28 @@ def create_job(
 
 
 def submit(
-    slices: list[UploadedSlice], as_study: bool, options: dict[str, Any] | None = None
+    slices: list[UploadedSlice],
+    as_study: bool,
+    options: dict[str, Any] | None = None,
+    *,
+    background: bool = False,
 ) -> Job:
-    """Store an upload as a job and start it; with the job queue unreachable, store nothing."""
-    if len(slices) > current_app.config["INLINE_SLICES"] and jobs.uses_queue():
+    """Store an upload as a job and start it; with the job queue unreachable, store nothing.
+
+    `background`: never predict within the request, however small the upload.
+    """
+    inline = len(slices) <= current_app.config["INLINE_SLICES"] and not background
+    if not inline and jobs.uses_queue():
         jobs.check_reachable()  # before the first byte is written
     job = create_job(slices, as_study, options)
-    start(job)
+    start(job, background=background)
     return job
 
 
-def start(job: Job) -> None:
-    """Predict now when the upload is small, otherwise on the job queue (JOB_QUEUE=rq) or in
-    this process's job thread."""
-    if job.total <= current_app.config["INLINE_SLICES"]:
+def start(job: Job, *, background: bool = False) -> None:
+    """Predict now when the upload is small (unless `background`), otherwise on the job queue
+    (JOB_QUEUE=rq) or in this process's job thread."""
+    if job.total <= current_app.config["INLINE_SLICES"] and not background:
         run_job(job.id)
     elif jobs.uses_queue():
         _enqueue(job)
