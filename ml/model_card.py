@@ -78,8 +78,12 @@ def render(
             if cfg.loss == "focal"
             else ""
         )
-        + f"; class balancing: {cfg.balance}; hard-example mining after epoch {cfg.hnm_epoch} "
-        f"({cfg.hnm_mode})",
+        + f"; class balancing: {cfg.balance}; "
+        + (
+            f"hard-example mining after epoch {cfg.hnm_epoch} ({cfg.hnm_mode})"
+            if cfg.hnm_epoch
+            else "no hard-example mining"
+        ),
         f"- Test-time views: {', '.join(cfg.tta_views)}; patient score: {cfg.study_aggregation} "
         "of slice scores",
         "",
