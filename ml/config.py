@@ -92,6 +92,12 @@ class TrainConfig:
         "sampler", "class balancing inside each fold's training part: sampler | oversample | none"
     )
     augment: str = _f("standard", "training augmentation set: standard | none")
+    label_smoothing: float = _f(
+        0.0, "training targets moved to smoothing/2 and 1 - smoothing/2 (0 = hard labels)"
+    )
+    mixup_alpha: float = _f(
+        0.0, "mixup: blend training slices and targets, weight ~ Beta(alpha, alpha) (0 = off)"
+    )
     hnm_epoch: int = _f(6, "epoch after which hard examples are mined (0 = never)")
     hnm_mode: str = _f("false_negatives", "false_negatives | false_positives | both")
     hnm_copies: int = _f(1, "extra copies of each mined example for the remaining epochs")
@@ -176,6 +182,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("need epochs >= 1 and 0 <= freeze_epochs <= epochs")
     if cfg.pretrained == "file" and not cfg.pretrained_file:
         raise ValueError("pretrained=file needs pretrained_file")
+    if not 0.0 <= cfg.label_smoothing < 1.0 or cfg.mixup_alpha < 0:
+        raise ValueError("need 0 <= label_smoothing < 1 and mixup_alpha >= 0")
     if not 0.0 < cfg.focal_alpha < 1.0:
         raise ValueError("focal_alpha must be in (0, 1)")
     for name in ("sensitivity_target", "specificity_target", "uncertainty_share"):

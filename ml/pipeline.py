@@ -265,6 +265,7 @@ def fold_data(prepared: Prepared, fold: int):
         train_rows=rows[(prepared.parts != fold) & (prepared.parts != splits.HOLDOUT)].tolist(),
         val_rows=rows[prepared.parts == fold].tolist(),
         holdout_rows=rows[prepared.parts == splits.HOLDOUT].tolist(),
+        groups=[r.patient_id for r in prepared.records],
     )
 
 

@@ -34,6 +34,7 @@ from ml import metrics
 from ml.config import TrainConfig
 from ml.hnm import select_hard_examples
 from ml.losses import build_loss
+from ml.mixing import mixup, smooth_labels
 from ml.models import StrokeNet, build_from_config
 from ml.runtime import exact_float32
 from ml.transforms import SliceDataset, build_augment
@@ -53,6 +54,7 @@ class FoldData:
     train_rows: list[int]
     val_rows: list[int]
     holdout_rows: list[int] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)  # patient per row; empty when unknown
 
 
 @dataclass
@@ -217,8 +219,12 @@ def train_one_epoch(
     grad_clip: float,
     channels_last: bool,
     progress: tqdm | None = None,
+    soften: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict[str, float]:
     """One pass over the loader; returns mean loss, images per second and the last learning rate.
+
+    `soften` turns a batch's images and hard labels into what the loss sees (mixup, label
+    smoothing); the loss reported is then that against the softened targets.
 
     Under data-parallel training (a `RankShare` loader) the loss is weighted so that the
     averaged gradient is that of the global batch, and only this process's own samples count.
@@ -232,6 +238,8 @@ def train_one_epoch(
     start = time.perf_counter()
     for step, (images, labels) in enumerate(loader):
         lr = set_lr(epoch + step / len(loader))
+        if soften is not None:  # on the host batch, before the memory format is set
+            images, labels = soften(images, labels)
         images = _to_device(images, device, channels_last)
         labels = labels.to(device, non_blocking=True)
         with _autocast(device, amp):
@@ -412,6 +420,7 @@ class _Fold:
             grad_clip=cfg.grad_clip,
             channels_last=cfg.channels_last,
             progress=bar,
+            soften=self.softener(epoch),
         )
 
     def _train_epoch_together(
@@ -435,10 +444,28 @@ class _Fold:
             grad_clip=cfg.grad_clip,
             channels_last=cfg.channels_last,
             progress=bar,
+            soften=self.softener(epoch),
         )
         team.sync_buffers(self.model)
         loss_sum, seen, rate = team.sum([stats["train_loss"] * own, own, stats["images_per_s"]])
         return {**stats, "train_loss": loss_sum / max(1.0, seen), "images_per_s": rate}
+
+    def softener(self, epoch: int):
+        """Mixup then label smoothing of training batches, or None when the recipe has neither.
+
+        The mixup draws come from a stream seeded by fold, epoch and process, so a run repeats.
+        """
+        cfg = self.cfg
+        if cfg.mixup_alpha <= 0 and cfg.label_smoothing <= 0:
+            return None
+        rank = 0 if self.team is None else self.team.rank
+        rng = np.random.default_rng([self.seed, epoch, rank])
+
+        def soften(images: torch.Tensor, labels: torch.Tensor):
+            images, targets = mixup(images, labels, cfg.mixup_alpha, rng)
+            return images, smooth_labels(targets, cfg.label_smoothing)
+
+        return soften
 
     def hard_examples(self) -> list[int]:
         """Rows of the fold's training part that the model, as it stands, gets wrong."""
@@ -482,7 +509,11 @@ def train_fold(
                 stats = fold.train_epoch(epoch, train_rows, bar)
                 val_probabilities = fold.score(data.val_rows)
                 val = _validation_scores(
-                    data.labels[data.val_rows], val_probabilities, fold.loss_fn
+                    data.labels[data.val_rows],
+                    val_probabilities,
+                    fold.loss_fn,
+                    [data.groups[i] for i in data.val_rows] if data.groups else None,
+                    cfg.study_aggregation,
                 )
                 bar.set_postfix(
                     loss=f"{stats['train_loss']:.4f}",
@@ -505,6 +536,9 @@ def train_fold(
                 **stats,
                 **val,
                 "hard_examples_added": added,
+                # Kept so that other checkpoint rules (last epoch, patient-level AUC) can be
+                # compared afterwards on the same run; one view, as used for choosing.
+                "val_probabilities": [float(v) for v in val_probabilities],
                 "seconds": round(time.perf_counter() - start, 1),
             }
             log.write(json.dumps(row) + "\n")
@@ -535,16 +569,30 @@ def train_fold(
 
 
 def _validation_scores(
-    labels: np.ndarray, probabilities: np.ndarray, loss_fn: torch.nn.Module
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    loss_fn: torch.nn.Module,
+    groups: Sequence[str] | None = None,
+    aggregation: str = "mean",
 ) -> dict[str, float | None]:
+    """Loss and ROC-AUC of one epoch's validation scores; at patient level too given `groups`."""
     p = np.clip(probabilities, 1e-6, 1 - 1e-6)
     logits = torch.from_numpy(np.log(p / (1 - p)))
     loss = float(loss_fn(logits, torch.from_numpy(labels.astype(np.float32))))
+    scores: dict[str, float | None] = {"val_loss": loss, "val_roc_auc": _auc(labels, p)}
+    if groups is not None and len(labels):
+        _, patient_labels, patient_scores = metrics.patient_scores(
+            groups, labels, probabilities, aggregation
+        )
+        scores["val_patient_roc_auc"] = _auc(patient_labels, patient_scores)
+    return scores
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     try:
-        auc = metrics.roc_auc(labels, probabilities)
-    except ValueError:  # a fold without one of the classes has no AUC
-        auc = None
-    return {"val_loss": loss, "val_roc_auc": auc}
+        return metrics.roc_auc(labels, scores)
+    except ValueError:  # a part without one of the classes has no AUC
+        return None
 
 
 def _open_log(log_to: Path | TextIO):

@@ -97,6 +97,26 @@ def test_kept_checkpoint_is_the_best_validation_epoch(tiny_bundle: Path) -> None
         assert mined[cfg.hnm_epoch - 1] >= 0 and sum(mined[cfg.hnm_epoch :]) == 0
 
 
+def test_epoch_log_keeps_each_epochs_validation_scores(tiny_bundle: Path) -> None:
+    """So other checkpoint rules can be compared afterwards on the same run."""
+    cfg = load_config(tiny_bundle / "config.yaml")
+    oof = _rows(tiny_bundle / "oof.csv")
+    for fold in (1, 2, 3):
+        val = [r for r in oof if r["fold"] == str(fold)]  # record order, as the fold scored them
+        labels = np.array([int(r["label"]) for r in val])
+        groups = [r["patient_id"] for r in val]
+        for line in (tiny_bundle / f"logs/fold_{fold}.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            scores = np.array(row["val_probabilities"])
+            assert len(scores) == len(val)
+            assert row["val_roc_auc"] == pytest.approx(metrics.roc_auc(labels, scores), abs=1e-4)
+            _, patient_labels, patient_scores = metrics.patient_scores(
+                groups, labels, scores, cfg.study_aggregation
+            )
+            expected = metrics.roc_auc(patient_labels, patient_scores)
+            assert row["val_patient_roc_auc"] == pytest.approx(expected, abs=1e-4)
+
+
 def test_fold_weights_reproduce_the_stored_oof_probability(
     tiny_bundle: Path, phantom_data: Path
 ) -> None:
