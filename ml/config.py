@@ -98,6 +98,11 @@ class TrainConfig:
     mixup_alpha: float = _f(
         0.0, "mixup: blend training slices and targets, weight ~ Beta(alpha, alpha) (0 = off)"
     )
+    checkpoint: str = _f(
+        "best",
+        "epoch each fold keeps: best (best validation ROC-AUC of that fold; chosen on the "
+        "patients it is then scored on, so OOF figures flatter) | last (no choice on them)",
+    )
     hnm_epoch: int = _f(6, "epoch after which hard examples are mined (0 = never)")
     hnm_mode: str = _f("false_negatives", "false_negatives | false_positives | both")
     hnm_copies: int = _f(1, "extra copies of each mined example for the remaining epochs")
@@ -154,6 +159,7 @@ CHOICES = {
     "loss": ("focal", "bce"),
     "balance": ("sampler", "oversample", "none"),
     "augment": ("standard", "none"),
+    "checkpoint": ("best", "last"),
     "hnm_mode": ("false_negatives", "false_positives", "both"),
     "study_aggregation": ("mean", "max", "topk_mean", "noisy_or"),
     "threshold_policy": ("max_f1", "youden", "sensitivity_at", "specificity_at", "min_cost"),

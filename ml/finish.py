@@ -101,7 +101,7 @@ def write_bundle(
     _write_json(out / "split.json", split)
     (out / "report.md").write_text(report.render(cfg, prepared, results, summary))
     data = _data_summary(prepared)
-    all_notes = [*notes, *report.caveats(prepared)]
+    all_notes = [*notes, *report.caveats(prepared, cfg)]
     (out / "model_card.md").write_text(
         model_card.render(
             name=out.name,

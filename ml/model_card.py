@@ -20,8 +20,7 @@ LIMITATIONS = [
     "No external validation unless an evaluation report from another site says otherwise: "
     "all figures here come from cross-validation on one dataset.",
     "The operating points were chosen on the same out-of-fold predictions they are reported "
-    "on, and each fold's checkpoint was chosen on its own validation part; both make these "
-    "figures somewhat optimistic.",
+    "on, which makes the figures at them somewhat optimistic.",
     "Ensemble probabilities on new data average K models, while out-of-fold probabilities come "
     "from one model each; thresholds transfer approximately, not exactly.",
 ]
@@ -83,7 +82,9 @@ def render(
             f"hard-example mining after epoch {cfg.hnm_epoch} ({cfg.hnm_mode})"
             if cfg.hnm_epoch
             else "no hard-example mining"
-        ),
+        )
+        + (f"; mixup (alpha {cfg.mixup_alpha})" if cfg.mixup_alpha else "")
+        + (f"; label smoothing {cfg.label_smoothing}" if cfg.label_smoothing else ""),
         f"- Test-time views: {', '.join(cfg.tta_views)}; patient score: {cfg.study_aggregation} "
         "of slice scores",
         "",
@@ -103,6 +104,21 @@ def render(
         "",
         f"Fold spread of the slice ROC-AUC: {number(spread['min'])} to {number(spread['max'])} "
         f"(sd {number(spread['std'])}).",
+    ]
+    check = summary.get("checkpoint_check")
+    if check and cfg.checkpoint == "best":
+        gain = check["gain_from_choosing"]
+        lines += [
+            "",
+            "Each fold's epoch was chosen on the patients it was then scored on. Scored with "
+            "one view, the kept epochs reach "
+            f"{number(check['kept_epochs']['slice_roc_auc'])} slice / "
+            f"{number(check['kept_epochs']['patient_roc_auc'])} patient ROC-AUC and each fold's "
+            f"last epoch {number(check['last_epochs']['slice_roc_auc'])} / "
+            f"{number(check['last_epochs']['patient_roc_auc'])}: the choice added "
+            f"{_signed(gain['slice_roc_auc'])} / {_signed(gain['patient_roc_auc'])}.",
+        ]
+    lines += [
         "",
         "## Operating points (chosen on out-of-fold predictions)",
     ]
@@ -144,6 +160,10 @@ def render(
         *[f"- {text}" for text in notes],
     ]
     return "\n".join(lines) + "\n"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
 
 
 def _pairs(counts: dict[str, int]) -> str:

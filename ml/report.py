@@ -10,11 +10,20 @@ import numpy as np
 from ml import metrics, splits
 from ml.config import TrainConfig
 
-SELECTION_NOTE = (
-    "Each fold keeps the epoch with the best validation ROC-AUC on that same fold, and the "
-    "out-of-fold predictions come from that checkpoint; choosing on the data that is then "
-    "scored makes the OOF figures slightly optimistic. A holdout, when drawn, is not."
-)
+
+def selection_note(cfg: TrainConfig) -> str:
+    """How each fold's checkpoint was chosen, and what that does to the OOF figures."""
+    if cfg.checkpoint == "last":
+        return (
+            "Each fold keeps its last epoch: nothing was chosen on the validation patients, so "
+            "the choice of epoch does not flatter the out-of-fold figures."
+        )
+    return (
+        "Each fold keeps the epoch with the best validation ROC-AUC on that same fold, and the "
+        "out-of-fold predictions come from that checkpoint; choosing on the data that is then "
+        "scored makes the OOF figures optimistic (checkpoint_check in metrics.json says by how "
+        "much). A holdout, when drawn, is not."
+    )
 
 
 def _safe(fn: Callable[..., Any], *args: Any) -> Any:
@@ -63,7 +72,8 @@ def summarise(
     folds = [_fold_figures(r, labels, groups, parts, oof, cfg) for r in results]
     summary = {
         "evaluation": f"out-of-fold predictions, patient-grouped {len(results)}-fold CV",
-        "checkpoint_selection": SELECTION_NOTE,
+        "checkpoint_selection": selection_note(cfg),
+        "checkpoint_check": checkpoint_check(cfg, prepared, results),
         "slice": slice_fig,
         "patient": patient_fig,
         "fold_spread": {
@@ -82,6 +92,42 @@ def summarise(
             prepared, holdout, cfg, slice_threshold, patient_threshold
         )
     return summary
+
+
+def checkpoint_check(cfg: TrainConfig, prepared: Any, results: list) -> dict[str, Any] | None:
+    """Pooled OOF ROC-AUC of the kept epochs against each fold's last epoch, one view each.
+
+    Under `checkpoint: best` the difference is what choosing the epoch on the validation
+    patients themselves added to the figures. None for folds saved before epoch scores were kept.
+    """
+    if not results or any(not r.epoch_val_probabilities for r in results):
+        return None
+    parts, labels = prepared.parts, prepared.labels
+    groups = np.array([r.patient_id for r in prepared.records])
+    cv = parts > 0
+
+    def pooled(epoch_of: Callable[[Any], int]) -> dict[str, float | None]:
+        scores = np.full(len(labels), np.nan)
+        for r in results:
+            scores[parts == r.fold] = r.epoch_val_probabilities[epoch_of(r)]
+        _, p_labels, p_scores = metrics.patient_scores(
+            groups[cv], labels[cv], scores[cv], cfg.study_aggregation
+        )
+        return {
+            "slice_roc_auc": _safe(metrics.roc_auc, labels[cv], scores[cv]),
+            "patient_roc_auc": _safe(metrics.roc_auc, p_labels, p_scores),
+        }
+
+    kept, last = pooled(lambda r: r.best_epoch - 1), pooled(lambda r: -1)
+    return {
+        "scored": "one view per epoch (no test-time augmentation), as during training",
+        "kept_epochs": {"epochs": [r.best_epoch for r in results], **kept},
+        "last_epochs": last,
+        "gain_from_choosing": {
+            key: None if kept[key] is None or last[key] is None else kept[key] - last[key]
+            for key in kept
+        },
+    }
 
 
 def _at(y, p, py, pp, slice_threshold, patient_threshold) -> dict[str, Any]:
@@ -143,7 +189,7 @@ def _spread(values: list[float | None]) -> dict[str, Any]:
     }
 
 
-def caveats(prepared: Any) -> list[str]:
+def caveats(prepared: Any, cfg: TrainConfig) -> list[str]:
     """Plain-word warnings that travel with the bundle."""
     notes = list(prepared.dataset.notes)
     if prepared.decoded.bad:
@@ -153,7 +199,7 @@ def caveats(prepared: Any) -> list[str]:
             f"{prepared.audit['identical_images_across_parts']} image(s) with identical pixels "
             "occur in more than one split part"
         )
-    notes.append(SELECTION_NOTE)
+    notes.append(selection_note(cfg))
     return notes
 
 
@@ -220,8 +266,19 @@ def render(cfg: TrainConfig, prepared: Any, results: list, summary: dict[str, An
         f"- fold spread of slice ROC-AUC: mean {number(spread['mean'])}, "
         f"sd {number(spread['std'])}, range {number(spread['min'])}-{number(spread['max'])}",
         "",
-        SELECTION_NOTE,
+        selection_note(cfg),
     ]
+    check = summary.get("checkpoint_check")
+    if check and cfg.checkpoint == "best":
+        kept, last = check["kept_epochs"], check["last_epochs"]
+        lines += [
+            "",
+            f"- Checkpoint check (one view): pooled OOF ROC-AUC of the kept epochs "
+            f"{number(kept['slice_roc_auc'])} slice / {number(kept['patient_roc_auc'])} "
+            f"patient; of each fold's last epoch {number(last['slice_roc_auc'])} / "
+            f"{number(last['patient_roc_auc'])}. The difference is what choosing the epoch on "
+            "the scored patients added.",
+        ]
     if summary["holdout"]:
         hold = summary["holdout"]
         lines += [

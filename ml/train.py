@@ -1,7 +1,9 @@
 """One fold at a time: epochs, validation, hard-example mining and the kept checkpoint.
 
-The checkpoint kept is the epoch with the best validation ROC-AUC of that same fold; the
-out-of-fold predictions come from it, which makes them slightly optimistic (reported so).
+With `checkpoint: best` the epoch kept is the one with the best validation ROC-AUC of that same
+fold; the out-of-fold predictions come from it, which makes them optimistic (the bundle measures
+by how much). With `checkpoint: last` each fold keeps its final epoch and nothing is chosen on
+the validation patients.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class FoldResult:
     weights_source: str
     mean: list[float]
     std: list[float]
+    # One view per epoch, as scored for choosing; empty in results saved before it was kept.
+    epoch_val_probabilities: list[list[float]] = field(default_factory=list)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -498,6 +502,7 @@ def train_fold(
     fold = _Fold(data, cfg, device, team)
     train_rows, mined = list(data.train_rows), 0
     best: dict[str, object] = {"value": -math.inf}
+    epoch_scores: list[list[float]] = []
     with _open_log(log_to) as log:
         for epoch in range(cfg.epochs):
             with tqdm(
@@ -521,7 +526,11 @@ def train_fold(
                     img_s=f"{stats['images_per_s']:.1f}",
                 )
             chosen_on, value = _criterion(val)
-            if value > best["value"]:
+            epoch_scores.append([float(v) for v in val_probabilities])
+            keep = value > best["value"]
+            if cfg.checkpoint == "last":  # the value stays for the record; it chooses nothing
+                keep, chosen_on = epoch + 1 == cfg.epochs, "last_epoch"
+            if keep:
                 state = copy.deepcopy(fold.model.state_dict())
                 best = {"value": value, "epoch": epoch + 1, "chosen_on": chosen_on, "state": state}
             added = 0
@@ -538,7 +547,7 @@ def train_fold(
                 "hard_examples_added": added,
                 # Kept so that other checkpoint rules (last epoch, patient-level AUC) can be
                 # compared afterwards on the same run; one view, as used for choosing.
-                "val_probabilities": [float(v) for v in val_probabilities],
+                "val_probabilities": epoch_scores[-1],
                 "seconds": round(time.perf_counter() - start, 1),
             }
             log.write(json.dumps(row) + "\n")
@@ -563,6 +572,7 @@ def train_fold(
         weights_source=fold.built.weights_source,
         mean=list(fold.built.mean),
         std=list(fold.built.std),
+        epoch_val_probabilities=epoch_scores,
     )
     state = {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}
     return result, state

@@ -97,6 +97,57 @@ def test_kept_checkpoint_is_the_best_validation_epoch(tiny_bundle: Path) -> None
         assert mined[cfg.hnm_epoch - 1] >= 0 and sum(mined[cfg.hnm_epoch :]) == 0
 
 
+def test_checkpoint_check_measures_what_choosing_the_epoch_added(tiny_bundle: Path) -> None:
+    """Recomputed here from the fold logs: the kept epochs and the last epochs, pooled."""
+    check = json.loads((tiny_bundle / "metrics.json").read_text())["checkpoint_check"]
+    oof = _rows(tiny_bundle / "oof.csv")
+    logs = {
+        k: [json.loads(x) for x in (tiny_bundle / f"logs/fold_{k}.jsonl").read_text().splitlines()]
+        for k in (1, 2, 3)
+    }
+    assert check["kept_epochs"]["epochs"] == [
+        int(json.loads((tiny_bundle / f"logs/fold_{k}.result.json").read_text())["best_epoch"])
+        for k in (1, 2, 3)
+    ]
+    for name, epoch_of in (
+        ("kept_epochs", lambda k: check["kept_epochs"]["epochs"][k - 1] - 1),
+        ("last_epochs", lambda k: -1),
+    ):
+        y, p = [], []
+        for k in (1, 2, 3):  # oof.csv lists each fold's slices in the order the fold scored them
+            y += [int(r["label"]) for r in oof if r["fold"] == str(k)]
+            p += logs[k][epoch_of(k)]["val_probabilities"]
+        assert check[name]["slice_roc_auc"] == pytest.approx(metrics.roc_auc(y, p), abs=1e-6)
+    gain = check["gain_from_choosing"]["slice_roc_auc"]
+    expected = check["kept_epochs"]["slice_roc_auc"] - check["last_epochs"]["slice_roc_auc"]
+    assert gain == pytest.approx(expected)
+    assert "the choice added" in (tiny_bundle / "model_card.md").read_text()
+
+
+def test_checkpoint_last_keeps_the_final_epoch() -> None:
+    import io
+
+    from ml.train import FoldData, train_fold
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (24, 48, 48, 1), dtype=np.uint8)
+    labels = np.array([0, 1] * 12)
+    groups = [f"p{i // 4}" for i in range(24)]
+    data = FoldData(1, images, labels, list(range(16)), list(range(16, 24)), groups=groups)
+    cfg = make_config(
+        "test", epochs=3, freeze_epochs=0, checkpoint="last", hnm_epoch=0, tta_views=("identity",)
+    )
+    log = io.StringIO()
+    result, _ = train_fold(data, cfg, torch.device("cpu"), log, progress=False)
+    assert (result.best_epoch, result.chosen_on) == (3, "last_epoch")
+    assert len(result.epoch_val_probabilities) == 3
+    # The stored predictions come from the weights kept: those of epoch 3, one view each.
+    assert np.allclose(result.val_probabilities, result.epoch_val_probabilities[-1], atol=1e-6)
+    rows = [json.loads(line) for line in log.getvalue().splitlines()]
+    assert result.epoch_val_probabilities[-1] == rows[-1]["val_probabilities"]
+    assert "val_patient_roc_auc" in rows[-1]
+
+
 def test_epoch_log_keeps_each_epochs_validation_scores(tiny_bundle: Path) -> None:
     """So other checkpoint rules can be compared afterwards on the same run."""
     cfg = load_config(tiny_bundle / "config.yaml")
