@@ -22,6 +22,12 @@ def test_index_shows_the_active_bundle_card(client, bundle_dir: Path) -> None:
     assert f"{slice_auc:.3f}" in page
     assert "patients it did not see" in page
     assert "optimistic" in page  # the checkpoint-selection caveat travels to the page
+    check = bundle.metrics["checkpoint_check"]
+    chose = check["kept_epochs"]["epochs"] != [bundle.config["epochs"]] * bundle.config["folds"]
+    # Where a fold kept an earlier epoch, the page says what the choice added; else it is moot.
+    assert ("chosen on nothing" in page) == chose
+    if chose:
+        assert f"{check['last_epochs']['slice_roc_auc']:.3f}" in page
 
 
 def test_the_upload_page_names_the_model_that_will_predict(client, bundle_dir: Path) -> None:
