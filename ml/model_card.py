@@ -115,7 +115,7 @@ def render(
             f"{number(check['kept_epochs']['slice_roc_auc'])} slice / "
             f"{number(check['kept_epochs']['patient_roc_auc'])} patient ROC-AUC and each fold's "
             f"last epoch {number(check['last_epochs']['slice_roc_auc'])} / "
-            f"{number(check['last_epochs']['patient_roc_auc'])}: the choice added "
+            f"{number(check['last_epochs']['patient_roc_auc'])}: choosing changed them by "
             f"{_signed(gain['slice_roc_auc'])} / {_signed(gain['patient_roc_auc'])}.",
         ]
     lines += [

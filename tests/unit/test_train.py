@@ -121,7 +121,7 @@ def test_checkpoint_check_measures_what_choosing_the_epoch_added(tiny_bundle: Pa
     gain = check["gain_from_choosing"]["slice_roc_auc"]
     expected = check["kept_epochs"]["slice_roc_auc"] - check["last_epochs"]["slice_roc_auc"]
     assert gain == pytest.approx(expected)
-    assert "the choice added" in (tiny_bundle / "model_card.md").read_text()
+    assert "choosing changed them by" in (tiny_bundle / "model_card.md").read_text()
 
 
 def test_checkpoint_last_keeps_the_final_epoch() -> None:
