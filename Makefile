@@ -25,8 +25,17 @@ WITH_ALLOCATOR := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC),)
 
 setup: $(STAMP)
 
+# A fresh install (torch is a CUDA build) fills about 6.5 GB: say so before pip runs out of disk.
+INSTALL_GB := 7
+
 # Reinstall only when the pinned dependencies change.
 $(STAMP): pyproject.toml requirements.lock
+	@ls -d $(VENV)/lib/python*/site-packages/torch >/dev/null 2>&1 \
+		|| free=$$(df -Pk . | awk 'NR == 2 {print int($$4 / 1048576)}'); \
+		if [ -n "$$free" ] && [ "$$free" -lt $(INSTALL_GB) ]; then \
+			echo "error: $$free GB free here; installing the dependencies needs about $(INSTALL_GB) GB" >&2; \
+			exit 1; \
+		fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -c requirements.lock -e ".[dev]"
 	touch $(STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,11 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-empty-")
 from ml.config import make_config
 from ml.pipeline import run_training
 from ml.synth import write_dataset
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ["HF_HOME"], ignore_errors=True)  # the empty hub made above
+
 
 TINY_PATIENTS = 12
 TINY_SLICES = 4

@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,15 @@ DATA_MODE = {"augment": "none", "dropout": 0.0, "freeze_epochs": 2}
 # rounding apart, nothing may differ. Measured here: 0 (bit-identical). A run with the sync cut
 # differed by 6e-3; the test asks for more than 20 times this tolerance.
 DATA_MODE_TOLERANCE = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _private_tempdir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """torchrun and torch's process starter leave their own temporary files (rendezvous folders,
+    error-file pickles) in the temporary folder: keep them under pytest's, not the machine's."""
+    scratch = tmp_path_factory.mktemp("torch-tmp")
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
 
 
 def _rank_pieces(options: dict, world_size: int) -> tuple[list, list]:
