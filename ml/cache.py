@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ml.hashing import sha256_file
 from ml.readers import UnreadableImage, read_slice
 
-CACHE_VERSION = 1  # bump when decoding or resizing changes
+CACHE_VERSION = 2  # bump when decoding or resizing changes (2: each slice's frame is kept)
 
 
 @dataclass
@@ -30,6 +30,7 @@ class DecodedSet:
     bad: list[tuple[int, str]]  # (record index, reason) of files that could not be read
     file_hashes: list[str]  # sha256 of every file's bytes, all records
     pixel_hashes: list[str | None]  # sha256 of the decoded pixels at full size, None if bad
+    frames: np.ndarray  # float (N_ok, 3): each row's frame (see `network_frame`)
 
 
 def to_square(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -51,12 +52,29 @@ def network_pixels(
 
     Training (through the cache) and every later prediction call this one function.
     """
+    return network_frame(pixels, channels, size, crop_head=crop_head)[0]
+
+
+def network_frame(
+    pixels: np.ndarray, channels: int, size: int, *, crop_head: bool = False
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """`network_pixels`, and the frame that placed them: (scale, x shift, y shift).
+
+    A pixel at column x, row y of the decoded slice lands at scale * x + x shift, scale * y +
+    y shift of the network image (pixel centres). Two slices of one patient cropped to their
+    own heads have different frames; `ml.context.align` uses them to redraw one in the other's.
+    """
     if pixels.shape[2] != channels:  # an 8-bit image carries one, already windowed, channel
         pixels = np.repeat(pixels[..., :1], channels, axis=2)
-    if crop_head:
-        top, bottom, left, right = head_box(pixels[..., 0])
-        pixels = pixels[top:bottom, left:right]
-    return to_square(pixels, size)
+    height, width = pixels.shape[:2]
+    top, bottom, left, right = head_box(pixels[..., 0]) if crop_head else (0, height, 0, width)
+    pixels = pixels[top:bottom, left:right]
+    side = max(bottom - top, right - left)
+    scale = size / side
+    pad_y, pad_x = (side - (bottom - top)) // 2, (side - (right - left)) // 2
+    shift = scale / 2 - 0.5  # resizing maps pixel centres, not pixel corners
+    frame = (scale, scale * (pad_x - left) + shift, scale * (pad_y - top) + shift)
+    return to_square(pixels, size), frame
 
 
 HEAD_LEVEL = 10  # grey level above which a pixel may be tissue (air and padding are ~0)
@@ -126,6 +144,7 @@ def _decode(
     kept: list[int] = []
     bad: list[tuple[int, str]] = []
     pixel_hashes: list[str | None] = []
+    frames: list[tuple[float, float, float]] = []
     for index, path in enumerate(tqdm(paths, desc="decode", disable=not progress, leave=False)):
         try:
             pixels = read_slice(path, windows=windows, png16_hu_offset=png16_hu_offset).pixels
@@ -134,12 +153,16 @@ def _decode(
             pixel_hashes.append(None)
             continue
         pixel_hashes.append(hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest())
-        images.append(network_pixels(pixels, channels, image_size, crop_head=crop_head))
+        image, frame = network_frame(pixels, channels, image_size, crop_head=crop_head)
+        images.append(image)
+        frames.append(frame)
         kept.append(index)
     stacked = (
         np.stack(images) if images else np.zeros((0, image_size, image_size, channels), np.uint8)
     )
-    return DecodedSet(stacked, kept, bad, file_hashes, pixel_hashes)
+    return DecodedSet(
+        stacked, kept, bad, file_hashes, pixel_hashes, np.array(frames, float).reshape(-1, 3)
+    )
 
 
 def _cache_key(
@@ -165,7 +188,8 @@ def _load(cache_dir: Path, key: str, file_hashes: list[str]) -> DecodedSet | Non
         images = np.load(array_path, mmap_mode="r")
     except (OSError, ValueError):
         return None  # a damaged cache is rebuilt, never trusted
-    if len(meta["kept"]) != images.shape[0]:
+    frames = np.array(meta.get("frames", []), dtype=float).reshape(-1, 3)
+    if not len(meta["kept"]) == images.shape[0] == frames.shape[0]:
         return None
     return DecodedSet(
         images=images,
@@ -173,6 +197,7 @@ def _load(cache_dir: Path, key: str, file_hashes: list[str]) -> DecodedSet | Non
         bad=[tuple(b) for b in meta["bad"]],
         file_hashes=file_hashes,
         pixel_hashes=meta["pixel_hashes"],
+        frames=frames,
     )
 
 
@@ -180,6 +205,11 @@ def _save(cache_dir: Path, key: str, decoded: DecodedSet) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_dir / f"{key}.tmp.npy"
     np.save(tmp, decoded.images)
-    meta = {"kept": decoded.kept, "bad": decoded.bad, "pixel_hashes": decoded.pixel_hashes}
+    meta = {
+        "kept": decoded.kept,
+        "bad": decoded.bad,
+        "pixel_hashes": decoded.pixel_hashes,
+        "frames": decoded.frames.tolist(),
+    }
     (cache_dir / f"{key}.json").write_text(json.dumps(meta))
     tmp.replace(cache_dir / f"{key}.npy")  # the array appears only when complete

@@ -57,7 +57,8 @@ class TrainConfig:
     input_mode: str = _f(
         "slice",
         "slice: one slice fills the channels | neighbours: slices k-1, k, k+1 of the same "
-        "patient as the three channels (2.5D); a lone slice fills its own neighbours",
+        "patient as the three channels (2.5D); a lone slice fills its own neighbours | "
+        "neighbours_aligned: the same, with the neighbours redrawn in the middle slice's crop",
     )
     class_map: dict[str, int] = field(
         default_factory=lambda: dict(DEFAULT_CLASS_MAP),
@@ -155,7 +156,7 @@ DISTRIBUTED_TIMEOUT_MIN = 30.0  # the longest one process waits for another
 
 CHOICES = {
     "pretrained": ("auto", "file", "hub", "packaged", "none"),
-    "input_mode": ("slice", "neighbours"),
+    "input_mode": ("slice", "neighbours", "neighbours_aligned"),
     "loss": ("focal", "bce"),
     "balance": ("sampler", "oversample", "none"),
     "augment": ("standard", "none"),
@@ -178,8 +179,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"in_chans must be 1 or 3, not {cfg.in_chans}")
     if len(cfg.windows) not in (1, cfg.in_chans):
         raise ValueError(f"{len(cfg.windows)} windows cannot fill {cfg.in_chans} input channels")
-    if cfg.input_mode == "neighbours" and (cfg.in_chans != 3 or len(cfg.windows) != 1):
-        raise ValueError("input_mode=neighbours needs in_chans=3 and a single window")
+    if cfg.input_mode != "slice" and (cfg.in_chans != 3 or len(cfg.windows) != 1):
+        raise ValueError(f"input_mode={cfg.input_mode} needs in_chans=3 and a single window")
     if cfg.folds < 2:
         raise ValueError("folds must be at least 2")
     if not 0.0 <= cfg.holdout_frac < 0.5:

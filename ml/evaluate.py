@@ -273,9 +273,10 @@ def _score_folder(predictor, data: Path, holdout_rows, batch_size: int):
 
 def _in_context(predictor, records, prepared):
     """Under 2.5D, each patient's slices in slice order with their neighbours, as in training."""
+    from ml.context import uses_neighbours
     from ml.data import slice_order
 
-    if predictor.cfg.input_mode != "neighbours":
+    if not uses_neighbours(predictor.cfg.input_mode):
         return prepared
     by_patient: dict[str, list[int]] = {}
     for i, record in enumerate(records):

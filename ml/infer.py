@@ -23,9 +23,9 @@ import torch
 
 from ml import metrics
 from ml.bundle import Bundle, BundleError, load_bundle
-from ml.cache import network_pixels
+from ml.cache import network_frame
 from ml.config import BACKENDS, VIEW_AGGREGATIONS, TrainConfig
-from ml.context import stack_neighbours
+from ml.context import stack_neighbours, uses_neighbours
 from ml.data import natural_key
 from ml.readers import read_slice
 from ml.runtime import exact_float32, pick_device
@@ -44,6 +44,7 @@ class Prepared:
     tensor: torch.Tensor  # (C, H, W), normalised
     windowed: np.ndarray  # uint8 (H, W, C) at the network size
     info: dict[str, Any]
+    frame: tuple[float, float, float] = (1.0, 0.0, 0.0)  # see ml.cache.network_frame
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class Predictor:
         long the study is, so a caller can score a study slice by slice.
         """
         names = list(names) if names is not None else [None] * len(ordered)
-        if self.cfg.input_mode != "neighbours" or len(ordered) < 2:
+        if not uses_neighbours(self.cfg.input_mode) or len(ordered) < 2:
             return self.prepare(ordered[index], names[index])
         around = (max(index - 1, 0), index, min(index + 1, len(ordered) - 1))
         return self.in_context([self.prepare(ordered[i], names[i]) for i in around])[1]
@@ -159,14 +160,18 @@ class Predictor:
     def in_context(self, ordered: Sequence[Prepared]) -> list[Prepared]:
         """Slices of one patient, in slice order, as the bundle's input mode feeds them.
 
-        Under 2.5D (`input_mode: neighbours`) each slice's channels become its neighbours
-        k-1, k, k+1, as in training; otherwise, and for a lone slice, nothing changes.
+        Under 2.5D (`input_mode: neighbours` or `neighbours_aligned`) each slice's channels
+        become its neighbours k-1, k, k+1, as in training; otherwise, and for a lone slice,
+        nothing changes.
         """
-        if self.cfg.input_mode != "neighbours" or len(ordered) < 2:
+        if not uses_neighbours(self.cfg.input_mode) or len(ordered) < 2:
             return list(ordered)
         last = len(ordered) - 1
         rows = np.array([[max(i - 1, 0), i, min(i + 1, last)] for i in range(len(ordered))])
-        stacked = stack_neighbours(np.stack([p.windowed for p in ordered]), rows)
+        frames = None
+        if self.cfg.input_mode == "neighbours_aligned":
+            frames = np.array([p.frame for p in ordered])
+        stacked = stack_neighbours(np.stack([p.windowed for p in ordered]), rows, frames)
         return [
             replace(p, tensor=to_tensor(image, self.cfg.in_chans, self.mean, self.std))
             for p, image in zip(ordered, stacked, strict=True)
@@ -279,7 +284,7 @@ class Predictor:
         from ml import cam
 
         prepared = self.prepare(source, name)
-        if neighbours is not None and self.cfg.input_mode == "neighbours":
+        if neighbours is not None and uses_neighbours(self.cfg.input_mode):
             before, after = (self.prepare(n) for n in neighbours)
             prepared = self.in_context([before, prepared, after])[1]
         models = self.torch_models()
@@ -362,12 +367,12 @@ def prepare_slice(
 ) -> Prepared:
     """The training preprocessing of one slice: reader, windows, resize, normalisation."""
     decoded = read_slice(source, windows=cfg.windows, png16_hu_offset=cfg.png16_hu_offset)
-    pixels = network_pixels(
+    pixels, frame = network_frame(
         decoded.pixels, len(cfg.windows), cfg.image_size, crop_head=cfg.crop_head
     )
     tensor = to_tensor(pixels, cfg.in_chans, mean, std)
     label = name or (Path(source).name if not isinstance(source, bytes) else "upload")
-    return Prepared(label, tensor, pixels, {"format": decoded.format, **decoded.info})
+    return Prepared(label, tensor, pixels, {"format": decoded.format, **decoded.info}, frame)
 
 
 def load_fold_models(weights: Sequence[Path], cfg: TrainConfig) -> list[torch.nn.Module]:

@@ -63,12 +63,7 @@ def render(
         f"- {cfg.backbone}, initialised from {weights_source}; {cfg.image_size} px, "
         f"windows {[list(w) for w in cfg.windows]}"
         + ("; cropped to the head" if cfg.crop_head else "")
-        + (
-            "; 2.5D input (slices k-1, k, k+1 of one patient as the channels; a slice "
-            "uploaded alone fills its own neighbours)"
-            if cfg.input_mode == "neighbours"
-            else "; one slice per input"
-        ),
+        + _input_words(cfg.input_mode),
         f"- {cfg.epochs} epochs ({cfg.freeze_epochs} with the backbone frozen), batch "
         f"{cfg.batch_size}, AdamW (lr {cfg.lr}, head {cfg.head_lr}), warm-up and cosine decay",
         f"- Loss {cfg.loss}"
@@ -168,3 +163,13 @@ def _signed(value: float | None) -> str:
 
 def _pairs(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def _input_words(mode: str) -> str:
+    if mode == "slice":
+        return "; one slice per input"
+    aligned = ", neighbours redrawn in its crop" if mode == "neighbours_aligned" else ""
+    return (
+        f"; 2.5D input (slices k-1, k, k+1 of one patient as the channels{aligned}; a slice "
+        "uploaded alone fills its own neighbours)"
+    )

@@ -97,9 +97,8 @@ def prepare(
     audit = splits.audit(labels, groups, parts, pixel_hashes)
     audit["grouped_by_file"] = dataset.grouped_by_file
     fingerprint = sha256_lines([decoded.file_hashes[i] for i in decoded.kept])[:16]
-    images = network_images(
-        decoded.images, groups, [slice_order(r) for r in records], cfg.input_mode
-    )
+    order = [slice_order(r) for r in records]
+    images = network_images(decoded.images, groups, order, cfg.input_mode, decoded.frames)
     return Prepared(dataset, decoded, records, parts, audit, fingerprint, images)
 
 

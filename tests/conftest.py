@@ -47,8 +47,9 @@ def tiny_bundle(phantom_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="session")
 def neighbour_bundle(phantom_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2.5D (`input_mode: neighbours`) bundle of the `test` preset with a patient holdout."""
+    """A 2.5D bundle of the `test` preset with a patient holdout, cropped to the head with the
+    neighbours aligned (`neighbours_aligned`): the mode whose preprocessing has the most parts."""
     out = tmp_path_factory.mktemp("bundles") / "neighbours"
-    cfg = make_config("test", input_mode="neighbours", holdout_frac=0.25)
+    cfg = make_config("test", input_mode="neighbours_aligned", crop_head=True, holdout_frac=0.25)
     run_training(phantom_data, out, cfg, cache_dir=tmp_path_factory.mktemp("c"), progress=False)
     return out

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ml.cache import head_box, network_frame
 from ml.config import make_config
-from ml.context import neighbour_rows, network_images, stack_neighbours
+from ml.context import align, neighbour_rows, network_images, stack_neighbours
 from ml.data import load_dataset, slice_order
 
 
@@ -36,9 +37,48 @@ def test_stacking_takes_the_first_channel_of_each_neighbour() -> None:
         network_images(images, ["p"] * 4, [0] * 4, "volume")
 
 
+def _head(radius: int, centre: tuple[int, int] = (260, 250)) -> np.ndarray:
+    """A 512 x 512 slice: a bright disc with a darker spot at a fixed place (the lesion)."""
+    yy, xx = np.mgrid[:512, :512]
+    grey = np.zeros((512, 512), np.uint8)
+    grey[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2] = 120
+    grey[(yy - 230) ** 2 + (xx - 280) ** 2 < 12**2] = 60
+    return grey[..., None]
+
+
+def test_a_neighbour_is_redrawn_as_if_cut_with_the_middle_slice_box() -> None:
+    # Near the top of the skull the head shrinks: cropped to its own box, the neighbour is
+    # zoomed and shifted against the middle slice; aligned, it matches the neighbour cut with
+    # the middle slice's box (what one box for both would have given).
+    middle, neighbour = _head(200), _head(110, centre=(250, 265))
+    image_m, frame_m = network_frame(middle, 1, 96, crop_head=True)
+    image_n, frame_n = network_frame(neighbour, 1, 96, crop_head=True)
+    assert frame_n[0] > 1.5 * frame_m[0]  # its own crop enlarged it
+    top, bottom, left, right = head_box(middle[..., 0])
+    truth = network_frame(neighbour[top:bottom, left:right], 1, 96)[0][..., 0].astype(float)
+    aligned = align(image_n[..., 0], frame_n, frame_m).astype(float)
+    assert np.abs(aligned - truth).mean() < 3.0
+    assert np.abs(image_n[..., 0].astype(float) - truth).mean() > 20.0  # unaligned: far off
+    assert np.array_equal(align(image_m[..., 0], frame_m, frame_m), image_m[..., 0])
+
+    frames = np.array([frame_n, frame_m, frame_n])
+    images = np.stack([image_n, image_m, image_n])
+    rows = np.array([[0, 1, 2]])
+    plain = network_images(images, ["p"] * 3, [0, 1, 2], "neighbours", frames)
+    redrawn = network_images(images, ["p"] * 3, [0, 1, 2], "neighbours_aligned", frames)
+    assert np.array_equal(plain[1], stack_neighbours(images, rows)[0])  # frames ignored
+    assert np.array_equal(redrawn[1], stack_neighbours(images, rows, frames)[0])
+    assert np.array_equal(redrawn[1, ..., 1], image_m[..., 0])  # the middle is untouched
+    assert np.array_equal(redrawn[1, ..., 0], align(image_n[..., 0], frame_n, frame_m))
+    with pytest.raises(ValueError, match="needs each slice's frame"):
+        network_images(images, ["p"] * 3, [0, 1, 2], "neighbours_aligned")
+
+
 def test_neighbours_need_three_channels_and_one_window() -> None:
     with pytest.raises(ValueError, match="neighbours needs in_chans=3"):
         make_config("test", input_mode="neighbours", in_chans=1)
+    with pytest.raises(ValueError, match="neighbours_aligned needs in_chans=3"):
+        make_config("test", input_mode="neighbours_aligned", in_chans=1)
     with pytest.raises(ValueError, match="is not one of"):
         make_config("test", input_mode="volume")
 
@@ -61,6 +101,9 @@ def test_a_study_scored_slice_by_slice_reproduces_the_oof_probabilities(
     patient = sorted((r for r in records if r.patient_id == row["patient_id"]), key=slice_order)
     paths = [r.path for r in patient]
     predictor = Predictor.from_bundle(neighbour_bundle, backend="torch", folds=[2])
+    assert predictor.cfg.input_mode == "neighbours_aligned" and predictor.cfg.crop_head
+    frames = {predictor.prepare(p).frame for p in paths}
+    assert len(frames) > 1  # the crops differ, so the alignment is exercised
     stored = {r["path"]: float(r["probability"]) for r in rows}
     for index, record in enumerate(patient):
         [result] = predictor.predict_prepared([predictor.prepare_at(paths, index)])
