@@ -134,3 +134,10 @@ def test_holdout_rescoring_rebuilds_the_neighbours(
     assert set(again) == set(stored) and len(stored) >= 4
     for path, probability in stored.items():
         assert again[path] == pytest.approx(probability, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_the_model_card_says_how_the_neighbours_were_fed(neighbour_bundle: Path) -> None:
+    card = (neighbour_bundle / "model_card.md").read_text()
+    assert "2.5D input" in card and "neighbours redrawn in its crop" in card
+    assert "one slice per input" not in card

@@ -30,7 +30,7 @@ def test_a_study_is_scored_and_explained_with_its_neighbours(
     response = api_predict(client, auth, files, study="true", cam="true")
     assert response.status_code == 201
     body = response.get_json()
-    assert body["provenance"]["preprocessing"]["input_mode"] == "neighbours"
+    assert body["provenance"]["preprocessing"]["input_mode"] == "neighbours_aligned"
     expected = Predictor.from_bundle(neighbour_bundle, backend="torch").predict_study(
         [r.path for r in patient]
     )
