@@ -48,3 +48,51 @@ document.addEventListener("drop", function (event) {
   input.files = event.dataTransfer.files;
   showChosen(input.files);
 });
+
+// A refused or failed htmx request says why, next to what the reader acted on, instead of
+// leaving the page as it was (htmx swaps nothing for an error status). The message is the
+// server's own: the error page's `.problem` paragraph, or the API's error message.
+function problemText(xhr) {
+  var body = xhr.responseText || "";
+  if (body.charAt(0) === "{") {
+    try { return JSON.parse(body).error.message; } catch (ignored) { return ""; }
+  }
+  var page = new DOMParser().parseFromString(body, "text/html");
+  var problem = page.querySelector(".problem");
+  return problem ? problem.textContent.trim() : "";
+}
+
+function showProblem(element, message) {
+  var camInfo = element.closest && element.closest("#cam-info");
+  if (camInfo) {
+    camInfo.textContent = "";
+    var line = document.createElement("p");
+    line.className = "problem";
+    line.setAttribute("role", "alert");
+    line.textContent = "No heat map: " + message + " ";
+    var retry = document.createElement("a");
+    retry.href = window.location.href;
+    retry.textContent = "Retry";
+    line.appendChild(retry);
+    camInfo.appendChild(line);
+    return;
+  }
+  var place = (element.closest && element.closest("section, form")) || document.getElementById("main");
+  var shown = place.querySelector(":scope > .htmx-problem");
+  if (!shown) {
+    shown = document.createElement("p");
+    shown.className = "problem htmx-problem";
+    shown.setAttribute("role", "alert");
+    place.insertBefore(shown, place.firstChild);
+  }
+  shown.textContent = message;
+}
+
+document.addEventListener("htmx:responseError", function (event) {
+  var xhr = event.detail.xhr;
+  showProblem(event.detail.elt, problemText(xhr) || "the server answered " + xhr.status + ".");
+});
+
+document.addEventListener("htmx:sendError", function (event) {
+  showProblem(event.detail.elt, "the server could not be reached; nothing was changed.");
+});

@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
 # Tests must never reach a model hub, nor depend on a developer's filled hub cache. Set before
 # anything imports huggingface_hub, which reads these once.
@@ -17,6 +23,7 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-empty-")
 from ml.config import make_config
 from ml.pipeline import run_training
 from ml.synth import write_dataset
+from webapp.extensions import db
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -53,3 +60,62 @@ def neighbour_bundle(phantom_data: Path, tmp_path_factory: pytest.TempPathFactor
     cfg = make_config("test", input_mode="neighbours_aligned", crop_head=True, holdout_frac=0.25)
     run_training(phantom_data, out, cfg, cache_dir=tmp_path_factory.mktemp("c"), progress=False)
     return out
+
+
+# --- databases ----------------------------------------------------------------------------------
+# SQLite unless a test asks for both (`pytestmark = BOTH_DATABASES`, tests/web/helpers.py): then
+# it also runs on PostgreSQL, at TEST_DATABASE_URL (`eval "$(.ci/postgres)"` starts a throwaway
+# one), in a schema of its own that is dropped afterwards. Without TEST_DATABASE_URL those runs
+# are skipped locally and fail under CI (CI=1), where a skipped PostgreSQL suite would hide a
+# broken one.
+
+
+@dataclass
+class Database:
+    """One test's empty database, and the apps made on it (their connections close at the end)."""
+
+    url: str
+    apps: list[Flask] = field(default_factory=list)
+
+    def close(self) -> None:
+        for app in self.apps:
+            with app.app_context():
+                for engine in db.engines.values():
+                    engine.dispose()
+
+
+@pytest.fixture
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A fresh database: SQLite by default, PostgreSQL for the parameter "postgresql"."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        database = sqlite_database(tmp_path)
+        yield database
+        database.close()
+        return
+    server = os.environ.get("TEST_DATABASE_URL")
+    if not server:
+        reason = 'TEST_DATABASE_URL is not set (eval "$(.ci/postgres)" starts a PostgreSQL)'
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; under CI the PostgreSQL tests must run")
+        pytest.skip(reason)
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(server, poolclass=NullPool)
+    with admin.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    url = make_url(server)
+    options = f"{url.query.get('options', '')} -csearch_path={schema}".strip()
+    url = url.update_query_dict({"options": options})  # the schema is all the app sees
+    database = Database(url.render_as_string(hide_password=False))
+    try:
+        yield database
+    finally:
+        database.close()
+        with admin.begin() as connection:
+            # A job thread still at work would hold its locks: fail after a while, never hang.
+            connection.execute(text("SET LOCAL lock_timeout = '30s'"))
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+def sqlite_database(tmp_path: Path) -> Database:
+    return Database(f"sqlite:///{tmp_path / 'test.sqlite3'}")

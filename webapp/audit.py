@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from flask import g, has_request_context
+from flask import g, has_app_context, has_request_context
 from flask.cli import AppGroup
 from sqlalchemy import select
 
@@ -17,16 +17,18 @@ from webapp.extensions import db
 from webapp.models import AuditEvent
 
 ACTIONS = (
-    "upload", "delete", "note", "review", "operating_point", "token",
+    "upload", "predict", "delete", "note", "review", "operating_point", "token",
     "user", "login", "logout", "login_failed", "reap",
 )  # fmt: skip
 
 
 def actor() -> str:
     """The API token, the logged-in user's name, "browser" for the web pages without a login
-    (AUTH_REQUIRED off, or a failed login), or "cli" outside a request."""
+    (AUTH_REQUIRED off, or a failed login), "job worker" for a job run off the request, or
+    "cli" outside a request."""
     if not has_request_context():
-        return "cli"
+        # A job thread or queue worker says so in `g`; anything else outside a request is the CLI.
+        return g.get("audit_actor", "cli") if has_app_context() else "cli"
     token = g.get("api_token")
     if token is not None:
         return f"api token {token.id} ({token.name})"

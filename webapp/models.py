@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -30,6 +31,10 @@ LABELS = ("Normal", "Stroke")
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def new_public_id() -> str:
+    return uuid.uuid4().hex
 
 
 class BundleRecord(db.Model):
@@ -77,11 +82,18 @@ class Prediction(db.Model):
 
     Provenance is copied, not referenced: the bundle, threshold and window in force at the time
     stay with the result even after the deployment moves on to another model or threshold.
+
+    Identity: `id` is never reused, not even after a delete (AUTOINCREMENT on SQLite, a sequence
+    on PostgreSQL; migration 0008). `public_id` is random and names the result on its pages and
+    in the audit log; `version` counts the changes (SQLAlchemy's version counter), so a form can
+    say which state of the result its reader saw, and an edit made meanwhile is not overwritten.
     """
 
     __tablename__ = "predictions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), default=new_public_id)
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
     kind: Mapped[str] = mapped_column(String(10))  # slice | study
     name: Mapped[str] = mapped_column(String(300))  # the file name, or a study's description
@@ -122,7 +134,10 @@ class Prediction(db.Model):
     __table_args__ = (
         Index("ix_predictions_label_created_at", "label", "created_at"),
         Index("ix_predictions_uncertain_created_at", "uncertain", "created_at"),
+        Index("ix_predictions_public_id", "public_id", unique=True),
+        {"sqlite_autoincrement": True},
     )
+    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
 
 
 @event.listens_for(Session, "before_flush")

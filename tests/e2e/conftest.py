@@ -13,6 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,14 +54,23 @@ def live_app(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Fla
     return make_live_app(tiny_bundle, tmp_path_factory.mktemp("live"))
 
 
-@pytest.fixture(scope="module")
-def base_url(live_app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, live_app, threaded=True)
+@contextmanager
+def live_server(app: Flask) -> Iterator[str]:
+    """Serve `app` on a free localhost port while the block runs; its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def base_url(live_app: Flask) -> Iterator[str]:
+    with live_server(live_app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

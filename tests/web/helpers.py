@@ -46,6 +46,20 @@ def post(client: FlaskClient, url: str, data: dict[str, str], **kw):
     return client.post(url, data={"csrf_token": csrf_token(client), **data}, **kw)
 
 
+def page_record(client: FlaskClient, result_url: str) -> dict[str, str]:
+    """The `record` (public id) and `version` a result page sends with every change it makes."""
+    page = client.get(result_url).get_data(as_text=True)
+    record = re.search(r'name="record" value="([0-9a-f]{32})"', page)
+    version = re.search(r'name="version" value="(\d+)"', page)
+    assert record and version, "the result page has no record and version fields"
+    return {"record": record.group(1), "version": version.group(1)}
+
+
+def change(client: FlaskClient, result_url: str, action: str, data: dict[str, str], **kw):
+    """POST `action` (note, review, delete) as the result page's form does, record included."""
+    return post(client, f"{result_url}/{action}", {**page_record(client, result_url), **data}, **kw)
+
+
 def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")

@@ -327,7 +327,7 @@ def test_delete_removes_the_row_and_its_files(app, client, auth, phantom_data) -
     response = client.delete(url, headers=auth)
     assert response.status_code == 204 and response.data == b""
     assert count_predictions(app) == 0 and stored_files(app) == []
-    assert_error(client.get(url, headers=auth), 404)
+    assert_error(client.get(url, headers=auth), 410, "was deleted")
 
 
 # --- models, metrics, operating points ------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.web.helpers import BOTH_DATABASES, phantom_slices, post, upload
+from tests.web.helpers import BOTH_DATABASES, change, phantom_slices, post, upload
 from webapp.extensions import db
 from webapp.models import AuditEvent
 
@@ -24,15 +24,16 @@ def test_browser_actions_are_audited_in_order(app, client, phantom_data, bundle_
     response = upload(client, [(content, name)])
     result = client.get(response.headers["Location"]).headers["Location"]
     pid = result.rsplit("/", 1)[-1]
-    post(client, f"{result}/note", {"note": "seen"})
-    post(client, f"{result}/review", {"review": "agree"})
+    change(client, result, "note", {"note": "seen"})
+    change(client, result, "review", {"review": "agree"})
     bundle_id = load_bundle(bundle_dir / "tiny").id
     post(client, f"/studio/{bundle_id}/points",
          {"level": "slice", "threshold": "0.4", "name": "p", "activate": "on"})  # fmt: skip
-    post(client, f"{result}/delete", {})
+    change(client, result, "delete", {})
     actions = [(actor, action) for actor, action, _ in _events(app)]
     assert actions == [
         ("browser", "upload"),
+        ("browser", "predict"),
         ("browser", "note"),
         ("browser", "review"),
         ("browser", "operating_point"),

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.web.helpers import (
+    change,
     count_predictions,
     ct_dicom,
     phantom_slices,
@@ -24,6 +25,8 @@ from tests.web.helpers import (
     upload,
     wait_for_job,
 )
+from webapp.extensions import db
+from webapp.models import Prediction
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
@@ -96,7 +99,7 @@ def test_markup_in_names_and_notes_is_escaped_everywhere(app, client, phantom_da
     evil = "<script>alert(1)</script>.png"
     response = upload(client, [(content, evil)])
     result = client.get(response.headers["Location"]).headers["Location"]
-    post(client, f"{result}/note", {"note": "<img src=x onerror=alert(1)>"})
+    change(client, result, "note", {"note": "<img src=x onerror=alert(1)>"})
     for url in (result, "/history", "/history?q=script"):
         page = client.get(url).get_data(as_text=True)
         assert "<script>alert" not in page and "<img src=x" not in page, url
@@ -107,12 +110,20 @@ def test_markup_in_names_and_notes_is_escaped_everywhere(app, client, phantom_da
     assert rows[0]["name"] == evil  # the CSV keeps the text as typed: data, not markup
 
 
-def test_a_very_long_note_is_cut_not_refused(app, client, phantom_data) -> None:
+def test_a_note_over_the_limit_is_refused_and_nothing_is_saved(app, client, phantom_data) -> None:
     content, name = phantom_slices(phantom_data, 1)[0]
     result = client.get(upload(client, [(content, name)]).headers["Location"]).headers["Location"]
-    assert post(client, f"{result}/note", {"note": "a" * 100_000}).status_code == 303
-    page = client.get(result).get_data(as_text=True)
-    assert "a" * 5000 in page and "a" * 5001 not in page
+    assert change(client, result, "note", {"note": "kept"}).status_code == 303
+    refused = change(client, result, "note", {"note": "a" * 5001})
+    assert refused.status_code == 400
+    assert "5,001 characters" in refused.get_data(as_text=True)
+    assert "Nothing was saved" in refused.get_data(as_text=True)
+    assert ">kept</textarea>" in client.get(result).get_data(as_text=True)
+    # A browser sends a line break as CRLF but counts it once against maxlength="5000".
+    lines = "\r\n".join(["a" * 99] * 50)  # 4,999 characters as typed, 5,048 as sent
+    assert change(client, result, "note", {"note": lines}).status_code == 303
+    with app.app_context():
+        assert len(db.session.scalars(db.select(Prediction)).one().note) == 4999
 
 
 @pytest.mark.parametrize("value", ["-1", "2", "nan", "abc"])

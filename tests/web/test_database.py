@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask_migrate import downgrade, upgrade
 
 from ml.bundle import load_bundle
-from tests.web.helpers import BOTH_DATABASES, phantom_slices, post, upload, wait_for_job
+from tests.web.helpers import BOTH_DATABASES, change, phantom_slices, upload, wait_for_job
 from tests.web.test_api import API, assert_error, bearer, make_token
 from webapp.extensions import db
 from webapp.models import AuditEvent, Prediction
@@ -83,7 +83,7 @@ def test_nul_characters_are_dropped_from_file_names_and_notes(app, client, phant
     content, _ = phantom_slices(phantom_data, 1)[0]
     job = upload(client, [(content, "scan\x00one.png")]).headers["Location"]
     result = client.get(job).headers["Location"]
-    post(client, f"{result}/note", {"note": "seen\x00twice"})
+    change(client, result, "note", {"note": "seen\x00twice"})
     with app.app_context():
         found = db.session.scalars(sa.select(Prediction)).one()
         assert (found.name, found.slices[0].original_name) == ("scanone.png", "scanone.png")

@@ -343,17 +343,30 @@ def _state(app: Flask, prediction_id: int) -> dict[str, object]:
         }
 
 
-def _actions(phantom_data, bundle_dir, prediction_id: int):
+def _record(app: Flask, prediction_id: int) -> dict[str, str]:
+    """What the result page's forms send to name the result; read when the request is made."""
+    with app.app_context():
+        found = db.session.get(Prediction, prediction_id)
+        if found is None:
+            return {}
+        return {"record": found.public_id, "version": str(found.version)}
+
+
+def _actions(app: Flask, phantom_data, bundle_dir, prediction_id: int):
     """Each refusable browser action as (name, request), in an order that keeps them valid."""
     bundle = load_bundle(bundle_dir / "tiny")
     own, active_name = read_thresholds(bundle.path / "thresholds.json")
     other = next(p.name for p in own if p.name != active_name)
     content, name = phantom_slices(phantom_data, 2)[1]
     result = f"/predictions/{prediction_id}"
+
+    def on_result() -> dict[str, str]:
+        return _record(app, prediction_id)
+
     return [
         ("upload", lambda c: upload(c, [(content, name)])),
-        ("note", lambda c: post(c, f"{result}/note", {"note": "seen by me"})),
-        ("review", lambda c: post(c, f"{result}/review", {"review": "disagree"})),
+        ("note", lambda c: post(c, f"{result}/note", {**on_result(), "note": "seen by me"})),
+        ("review", lambda c: post(c, f"{result}/review", {**on_result(), "review": "disagree"})),
         (
             "save_point",
             lambda c: post(
@@ -368,7 +381,7 @@ def _actions(phantom_data, bundle_dir, prediction_id: int):
                 c, f"/studio/{bundle.id}/points/activate", {"level": "slice", "name": other}
             ),
         ),
-        ("delete", lambda c: post(c, f"{result}/delete", {})),
+        ("delete", lambda c: post(c, f"{result}/delete", on_result())),
     ]
 
 
@@ -385,14 +398,15 @@ def test_each_role_may_do_its_actions_and_no_others(
 ) -> None:
     prediction_id = _existing_prediction(auth_app, phantom_data)
     client = client_for(auth_app, role)
-    for action, send in _actions(phantom_data, bundle_dir, prediction_id):
+    for action, send in _actions(auth_app, phantom_data, bundle_dir, prediction_id):
         before = _state(auth_app, prediction_id)
         response = send(client)
         after = _state(auth_app, prediction_id)
         if action in ALLOWED[role]:
             assert response.status_code == 303, (role, action)
             assert after != before, (role, action)
-            assert after["audit"] == before["audit"] + 1  # one row, in the same commit
+            # One row in the same commit; an upload also names the result it made.
+            assert after["audit"] == before["audit"] + (2 if action == "upload" else 1)
         else:
             assert response.status_code == 403, (role, action)
             assert "Your role" in response.get_data(as_text=True)
@@ -458,7 +472,7 @@ def test_a_post_no_role_was_granted_is_refused(make_app) -> None:
 @BOTH_DATABASES
 def test_the_audit_log_names_the_logged_in_user(auth_app, phantom_data, bundle_dir) -> None:
     prediction_id = _existing_prediction(auth_app, phantom_data)
-    actions = dict(_actions(phantom_data, bundle_dir, prediction_id))
+    actions = dict(_actions(auth_app, phantom_data, bundle_dir, prediction_id))
     clinician, researcher = client_for(auth_app, "clinician"), client_for(auth_app, "researcher")
     for name in ("note", "review"):
         actions[name](clinician)
@@ -468,6 +482,7 @@ def test_the_audit_log_names_the_logged_in_user(auth_app, phantom_data, bundle_d
     assert logged[3:] == [
         ("cleo", "login"),
         ("cleo", "upload"),
+        ("cleo", "predict"),
         ("cleo", "login"),
         ("rosa", "login"),
         ("cleo", "note"),

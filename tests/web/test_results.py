@@ -9,11 +9,12 @@ import pytest
 from PIL import Image
 
 from tests.web.helpers import (
+    change,
     count_predictions,
     ct_dicom,
+    page_record,
     phantom_slices,
     png_bytes,
-    post,
     stored_files,
     upload,
 )
@@ -74,16 +75,18 @@ def test_the_model_window_is_the_network_input(client, bundle_dir) -> None:
 def test_cam_is_made_on_demand_cached_and_reports_faithfulness(app, client, phantom_data) -> None:
     url = _predict(client, phantom_slices(phantom_data, 1))
     before = len(stored_files(app))
-    info = client.get(f"{url}/slices/0/cam", headers={"HX-Request": "true"})
+    record = page_record(client, url)["record"]
+    info = client.get(f"{url}/slices/0/cam?record={record}", headers={"HX-Request": "true"})
     text = info.get_data(as_text=True)
     assert "Faithfulness" in text and "drop" in text
-    heat = _image(client.get(f"{url}/slices/0/cam.png"))
+    heat = _image(client.get(f"{url}/slices/0/cam.png?record={record}"))
     assert heat.ndim == 3 and heat.shape[2] == 3
     assert len(stored_files(app)) == before + 1  # one cached heat map beside the upload
     with app.app_context():
         figures = db.session.scalars(db.select(Prediction)).one().slices[0].faithfulness
     assert set(figures["gradcam"]) >= {"drop_top", "drop_random", "probability"}
-    assert client.get(f"{url}/slices/0/cam.png?method=nope").status_code == 409
+    assert client.get(f"{url}/slices/0/cam.png?method=nope&record={record}").status_code == 409
+    assert client.get(f"{url}/slices/0/cam.png").status_code == 400  # which result, unsaid
 
 
 def test_viewer_offers_overlay_controls_and_hides_them_when_off(client, phantom_data) -> None:
@@ -97,19 +100,20 @@ def test_viewer_offers_overlay_controls_and_hides_them_when_off(client, phantom_
 
 def test_note_and_review_with_and_without_htmx(app, client, phantom_data) -> None:
     url = _predict(client, phantom_slices(phantom_data, 1))
-    plain = post(client, f"{url}/note", {"note": "  looks like motion  "})
+    plain = change(client, url, "note", {"note": "  looks like motion  "})
     assert plain.status_code == 303
-    fragment = post(
-        client, f"{url}/review", {"review": "disagree", "true_label": "Normal"},
+    fragment = change(
+        client, url, "review", {"review": "disagree", "true_label": "Normal"},
         headers={"HX-Request": "true"},
     )  # fmt: skip
     text = fragment.get_data(as_text=True)
-    assert text.lstrip().startswith('<section id="annotations"') and "review saved" in text
+    assert text.lstrip().startswith('<section id="annotations"')
+    assert f"Review saved on result {url.rsplit('/', 1)[-1]}" in text
     with app.app_context():
         p = db.session.scalars(db.select(Prediction)).one()
         assert (p.note, p.review, p.true_label) == ("looks like motion", "disagree", "Normal")
         assert p.reviewed_at is not None
-    assert post(client, f"{url}/review", {"review": "maybe"}).status_code == 400
+    assert change(client, url, "review", {"review": "maybe"}).status_code == 400
 
 
 def test_delete_asks_first_then_removes_row_and_files(app, client, phantom_data) -> None:
@@ -117,10 +121,12 @@ def test_delete_asks_first_then_removes_row_and_files(app, client, phantom_data)
     client.get(f"{url}/slices/0/image.png").close()  # a cached rendering to clean up too
     confirm = client.get(f"{url}/delete").get_data(as_text=True)
     assert "cannot be undone" in confirm and count_predictions(app) == 1
-    response = post(client, f"{url}/delete", {}, headers={"HX-Request": "true"})
+    assert 'name="record"' in confirm  # the page without JavaScript names the result too
+    response = change(client, url, "delete", {}, headers={"HX-Request": "true"})
     assert response.headers["HX-Redirect"].startswith("/history")
     assert count_predictions(app) == 0 and stored_files(app) == []
-    assert client.get(url).status_code == 404
+    gone = client.get(url)
+    assert gone.status_code == 410 and "was deleted" in gone.get_data(as_text=True)
 
 
 def test_a_result_keeps_its_threshold_and_says_the_active_one_differs(app, client, phantom_data):
@@ -143,7 +149,8 @@ def test_a_result_of_another_bundle_says_so(app, client, phantom_data) -> None:
         p.bundle_id, p.bundle_name = "0" * 16, "older"
         db.session.commit()
     assert 'id="stale-bundle"' in client.get(url).get_data(as_text=True)
-    cam = client.get(f"{url}/slices/0/cam", headers={"HX-Request": "true"})
+    record = page_record(client, url)["record"]
+    cam = client.get(f"{url}/slices/0/cam?record={record}", headers={"HX-Request": "true"})
     assert "not the loaded model" in cam.get_data(as_text=True)
 
 

@@ -15,6 +15,7 @@ ERROR_TEXT = {
     403: "The token lacks the scope this route needs.",
     404: "Nothing with that id.",
     409: "The request conflicts with what is stored or loaded.",
+    410: "The prediction was deleted; its number is never given to another.",
     413: "The upload is too large or holds too many slices.",
     415: "A file is not a PNG, JPEG or DICOM image.",
     422: "A file is damaged or cannot be used (e.g. a DICOM that is not CT).",
@@ -189,14 +190,14 @@ PATHS: dict[str, Any] = {
             "One stored prediction with its slices and provenance",
             "read",
             {"200": _json(_ref("Prediction"), "The prediction.")},
-            (404,),
+            (404, 410),
             parameters=(PREDICTION_ID,),
         ),
         "delete": _op(
             "Delete a prediction and its stored files",
             "write",
             {"204": {"description": "Deleted."}},
-            (404,),
+            (404, 410),
             parameters=(PREDICTION_ID,),
         ),
     },
@@ -205,7 +206,7 @@ PATHS: dict[str, Any] = {
             "The heat map of one slice as a PNG (made on first request, then cached)",
             "read",
             {"200": {"description": "RGB heat map.", "content": {"image/png": {}}}},
-            (400, 404, 409),
+            (400, 404, 409, 410),
             parameters=(
                 PREDICTION_ID,
                 _param(
@@ -317,7 +318,8 @@ NULL_STR, NULL_NUM = {"type": "string", "nullable": True}, {"type": "number", "n
 WHEN = {"type": "string", "format": "date-time"}
 STRINGS = {"type": "array", "items": STR}
 PREDICTION_FIELDS = {
-    "id": INT, "url": STR, "kind": {"type": "string", "enum": ["slice", "study"]}, "name": STR,
+    "id": INT, "public_id": STR, "version": INT, "url": STR,
+    "kind": {"type": "string", "enum": ["slice", "study"]}, "name": STR,
     "score": NUM, "label": {"type": "string", "enum": ["Normal", "Stroke"]}, "threshold": NUM,
     "operating_point": STR, "uncertain": BOOL, "uncertain_reasons": STRINGS,
     "aggregation": NULL_STR, "order_by": NULL_STR, "slice_count": INT, "review": NULL_STR,

@@ -28,6 +28,8 @@ def prediction_summary(p: Prediction) -> dict[str, Any]:
     """A stored result without its slices: what a list shows."""
     return {
         "id": p.id,
+        "public_id": p.public_id,
+        "version": p.version,
         "url": url_for("api.prediction", prediction_id=p.id),
         "kind": p.kind,
         "name": p.name,

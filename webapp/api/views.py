@@ -29,7 +29,7 @@ from webapp.history.query import Filters
 from webapp.jobs import QueueUnavailable
 from webapp.models import Job, Prediction
 from webapp.predict import service
-from webapp.results import explain
+from webapp.results import explain, records
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 csrf.exempt(bp)  # clients authenticate with a bearer token, not a session cookie
@@ -142,6 +142,8 @@ def prediction_cam(prediction_id: int) -> ResponseReturnValue:
         path = explain.ensure_cam(found, found.slices[position], method)
     except (explain.CamUnavailable, ModelNotLoaded) as exc:
         raise ApiError(409, str(exc)) from None
+    except explain.ResultGone as exc:
+        raise ApiError(410, str(exc)) from None
     response = send_file(path, mimetype="image/png", max_age=3600)
     response.cache_control.public = False  # behind a token: no shared cache may keep it
     response.cache_control.private = True
@@ -216,10 +218,14 @@ def _job_outcome(job_id: str, with_cam: bool) -> ResponseReturnValue:
 
 
 def _prediction_or_404(prediction_id: int) -> Prediction:
+    """The prediction; 410 when it was deleted (its number is never reused), else 404."""
     found = db.session.get(Prediction, prediction_id)
-    if found is None:
-        raise ApiError(404, f"there is no prediction {prediction_id}; it may have been deleted")
-    return found
+    if found is not None:
+        return found
+    event = records.deletion(prediction_id)
+    if event is not None:
+        raise ApiError(410, f"{records.gone_message(prediction_id, event)}", "gone")
+    raise ApiError(404, f"there is no prediction {prediction_id}")
 
 
 def _database_answers() -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from sqlalchemy import update
 from werkzeug.datastructures import FileStorage
 
@@ -200,6 +200,7 @@ def _job_executor() -> ThreadPoolExecutor:
 
 def _run_in_app(app: Flask, job_id: str) -> None:
     with app.app_context():
+        g.audit_actor = "job worker"
         run_job(job_id)
 
 
@@ -211,6 +212,7 @@ def run_queued_job(job_id: str) -> None:
             f"job {job_id} is not in the database {url}: run the worker with the web app's "
             "settings (DATABASE_URL, UPLOAD_DIR, BUNDLE_DIR)"
         )
+    g.audit_actor = "job worker"
     run_job(job_id)
 
 
@@ -231,6 +233,9 @@ def run_job(job_id: str) -> None:
             log.warning("job %s was reaped while it ran; its results are not stored", job_id)
             db.session.rollback()
             return
+        db.session.flush()  # gives the results their numbers, which the audit rows name
+        for made in predictions:
+            audit.record("predict", f"prediction {made.id}", record=made.public_id, job=job_id)
         db.session.commit()
     except Exception as exc:  # the job must end, whatever went wrong; the log keeps the trace
         log.exception("job %s failed", job_id)
@@ -305,7 +310,13 @@ def labelling_point(
 def delete_prediction(prediction: Prediction) -> None:
     """Delete a result, its slices and every file stored for them."""
     stored = [s.stored_name for s in prediction.slices]
-    audit.record("delete", f"prediction {prediction.id}", name=prediction.name, slices=len(stored))
+    audit.record(
+        "delete",
+        f"prediction {prediction.id}",
+        record=prediction.public_id,
+        name=prediction.name,
+        slices=len(stored),
+    )
     db.session.delete(prediction)
     db.session.commit()
     for name in stored:

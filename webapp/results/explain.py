@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import select, update
 
 from webapp import storage
 from webapp.bundle_store import using_predictor
@@ -16,12 +19,21 @@ class CamUnavailable(RuntimeError):
     """The heat map cannot be made here; the message says why."""
 
 
+class ResultGone(LookupError):
+    """The result was deleted while its heat map was being made; nothing was stored."""
+
+
 def cam_path(slice_result: SliceResult, method: str) -> Path:
     return storage.cache_path(slice_result.stored_name, f"cam-{method}.png")
 
 
 def ensure_cam(prediction: Prediction, slice_result: SliceResult, method: str) -> Path:
-    """The cached heat map PNG, computing it (and its faithfulness figure) the first time."""
+    """The cached heat map PNG, computing it (and its faithfulness figure) the first time.
+
+    The database transaction is ended before the computation, which can take many seconds on a
+    busy CPU: nothing is held open meanwhile, and a result deleted meanwhile ends in
+    ResultGone, with nothing stored.
+    """
     from ml.cam import (
         heatmap_png,  # pytorch-grad-cam is slow to import; most requests never need it
     )
@@ -31,30 +43,81 @@ def ensure_cam(prediction: Prediction, slice_result: SliceResult, method: str) -
     target = cam_path(slice_result, method)
     if target.exists():
         return target
+    wanted = _Wanted.of(prediction, slice_result)
+    db.session.commit()  # ends the read transaction (SQLite snapshot, PostgreSQL idle-in-tx)
     with using_predictor() as predictor:
-        if predictor.bundle.id != prediction.bundle_id:
+        if predictor.bundle.id != wanted.bundle_id:
             raise CamUnavailable(
-                f"this result was made by bundle {prediction.bundle_name} "
-                f"({prediction.bundle_id}), which is not the loaded model; its heat map cannot "
+                f"this result was made by bundle {wanted.bundle_name} "
+                f"({wanted.bundle_id}), which is not the loaded model; its heat map cannot "
                 "be drawn by another model"
             )
         if target.exists():  # made by a concurrent request while this one waited for the lock
             return target
         explanation = predictor.explain(
-            storage.path_of(slice_result.stored_name),
+            storage.path_of(wanted.stored_name),
             method=method,
-            name=slice_result.original_name,
-            neighbours=_neighbours(prediction, slice_result),
+            name=wanted.original_name,
+            neighbours=wanted.neighbours,
         )
-        figures = {**(slice_result.faithfulness or {}), method: explanation.faithfulness}
-        slice_result.faithfulness = figures
-        db.session.commit()
+        _store_faithfulness(wanted, method, explanation.faithfulness)
         # The file marks the work as done, so it is written last: a request that finds it also
         # finds the faithfulness figure in the database.
         partial = target.with_name(target.name + ".partial")
         partial.write_bytes(heatmap_png(explanation.heatmap))
         partial.replace(target)  # atomic: another worker process never reads half a file
     return target
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """What a heat map needs of its result, read before the transaction ends."""
+
+    number: int
+    slice_id: int
+    stored_name: str
+    original_name: str
+    bundle_id: str
+    bundle_name: str
+    neighbours: tuple[Path, Path] | None
+
+    @classmethod
+    def of(cls, prediction: Prediction, slice_result: SliceResult) -> _Wanted:
+        return cls(
+            number=prediction.id,
+            slice_id=slice_result.id,
+            stored_name=slice_result.stored_name,
+            original_name=slice_result.original_name,
+            bundle_id=prediction.bundle_id,
+            bundle_name=prediction.bundle_name,
+            neighbours=_neighbours(prediction, slice_result),
+        )
+
+
+def _store_faithfulness(wanted: _Wanted, method: str, figure: dict[str, float]) -> None:
+    """Add the method's figure to the slice row, unless the result was deleted meanwhile.
+
+    The row is matched by its stored file name too (random, never reused), so the figure can
+    never land on another result's slice that took a freed row number.
+    """
+    row = (SliceResult.id == wanted.slice_id) & (SliceResult.stored_name == wanted.stored_name)
+    current = db.session.execute(select(SliceResult.faithfulness).where(row)).first()
+    stored = None
+    if current is not None:
+        figures = {**(current[0] or {}), method: figure}
+        stored = db.session.execute(
+            update(SliceResult)
+            .where(row)
+            .values(faithfulness=figures)
+            .execution_options(synchronize_session=False)
+        )
+    if stored is None or stored.rowcount != 1:  # type: ignore[attr-defined]
+        db.session.rollback()
+        raise ResultGone(
+            f"Result {wanted.number} was deleted while its heat map was being made; "
+            "nothing was stored"
+        )
+    db.session.commit()
 
 
 def _neighbours(prediction: Prediction, slice_result: SliceResult) -> tuple[Path, Path] | None:

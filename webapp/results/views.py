@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, redirect, request, send_file, url_for
+from flask import Blueprint, abort, make_response, redirect, request, send_file, url_for
 from flask.typing import ResponseReturnValue
+from sqlalchemy.orm.exc import StaleDataError
 
 from webapp import audit
 from webapp.auth.guard import permission
@@ -12,13 +13,10 @@ from webapp.extensions import db
 from webapp.models import LABELS, REVIEWS, Prediction, SliceResult, now
 from webapp.predict.service import delete_prediction
 from webapp.render import is_htmx, render
-from webapp.results import explain, images
+from webapp.results import explain, images, records
 
 bp = Blueprint("results", __name__, url_prefix="/predictions")
-
-
-def get_prediction_or_404(prediction_id: int) -> Prediction:
-    return db.get_or_404(Prediction, prediction_id)
+NOTE_LIMIT = 5000
 
 
 def get_slice_or_404(prediction: Prediction, position: int) -> SliceResult:
@@ -30,15 +28,19 @@ def get_slice_or_404(prediction: Prediction, position: int) -> SliceResult:
 @bp.get("/<int:prediction_id>")
 def detail(prediction_id: int) -> str:
     """A result: the slice, its numbers and their provenance; `viewer` is its HTMX fragment."""
-    prediction = get_prediction_or_404(prediction_id)
+    prediction = records.get_prediction_or_gone(prediction_id)
     view = _viewer_state(prediction)
-    return render("results/detail.html", "viewer", p=prediction, **view, **_provenance(prediction))
+    page = render("results/detail.html", "viewer", p=prediction, **view, **_provenance(prediction))
+    response = make_response(page)
+    # Going Back to this page asks the server again, so a result deleted meanwhile says so.
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/<int:prediction_id>/slices/<int:position>/image.png")
 def image(prediction_id: int, position: int) -> ResponseReturnValue:
     """The slice under a window (`?window=model|brain|subdural|stroke|bone`), as a PNG."""
-    prediction = get_prediction_or_404(prediction_id)
+    prediction = records.get_prediction_or_gone(prediction_id)
     slice_result = get_slice_or_404(prediction, position)
     try:
         path = images.window_png(prediction, slice_result, request.args.get("window", "model"))
@@ -50,19 +52,21 @@ def image(prediction_id: int, position: int) -> ResponseReturnValue:
 @bp.get("/<int:prediction_id>/slices/<int:position>/cam.png")
 def cam(prediction_id: int, position: int) -> ResponseReturnValue:
     """The Grad-CAM heat map (colours only; the page lays it over the slice)."""
-    prediction = get_prediction_or_404(prediction_id)
+    prediction = _prediction_for_cam(prediction_id)
     slice_result = get_slice_or_404(prediction, position)
     try:
         path = explain.ensure_cam(prediction, slice_result, request.args.get("method", "gradcam"))
     except (explain.CamUnavailable, ModelNotLoaded) as exc:
         abort(409, description=str(exc))
+    except explain.ResultGone as exc:
+        abort(410, description=str(exc))
     return send_file(path, mimetype="image/png", max_age=3600)
 
 
 @bp.get("/<int:prediction_id>/slices/<int:position>/cam")
 def cam_info(prediction_id: int, position: int) -> ResponseReturnValue:
     """Makes the heat map if needed and answers with its faithfulness figure (a fragment)."""
-    prediction = get_prediction_or_404(prediction_id)
+    prediction = _prediction_for_cam(prediction_id)
     slice_result = get_slice_or_404(prediction, position)
     method = request.args.get("method", "gradcam")
     problem = None
@@ -71,6 +75,8 @@ def cam_info(prediction_id: int, position: int) -> ResponseReturnValue:
         db.session.refresh(slice_result)  # another request may have made the map meanwhile
     except (explain.CamUnavailable, ModelNotLoaded) as exc:
         problem = str(exc)
+    except explain.ResultGone as exc:
+        abort(410, description=str(exc))
     if not is_htmx():
         return redirect(url_for(".detail", prediction_id=prediction.id, slice=position, cam="on"))
     return render(
@@ -86,46 +92,83 @@ def cam_info(prediction_id: int, position: int) -> ResponseReturnValue:
 @bp.post("/<int:prediction_id>/note")
 @permission("annotate")
 def note(prediction_id: int) -> ResponseReturnValue:
-    """Save the free-text note."""
-    prediction = get_prediction_or_404(prediction_id)
-    prediction.note = request.form.get("note", "").replace("\x00", "").strip()[:5000]
-    audit.record("note", f"prediction {prediction.id}", length=len(prediction.note))
-    db.session.commit()
-    return _annotations(prediction, saved="note saved")
+    """Save the free-text note of the result the page showed; a longer note is refused, not cut."""
+    prediction = records.get_prediction_for_change(
+        prediction_id, request.form, "your note was not saved"
+    )
+    # Browsers send a line break as CRLF but count it as one character against maxlength.
+    text = request.form.get("note", "").replace("\r\n", "\n").replace("\x00", "").strip()
+    if len(text) > NOTE_LIMIT:
+        abort(
+            400,
+            description=f"The note is {len(text):,} characters long; at most {NOTE_LIMIT:,} are "
+            "kept. Nothing was saved: shorten it and save again.",
+        )
+    prediction.note = text
+    audit.record("note", records.target(prediction), record=prediction.public_id, length=len(text))
+    _commit(prediction, "your note was not saved")
+    return _annotations(prediction, saved=f"Note saved on result {prediction.id}.")
 
 
 @bp.post("/<int:prediction_id>/review")
 @permission("annotate")
 def review(prediction_id: int) -> ResponseReturnValue:
     """Record the reviewer's agree/disagree and, when known, the true label."""
-    prediction = get_prediction_or_404(prediction_id)
+    prediction = records.get_prediction_for_change(
+        prediction_id, request.form, "your review was not saved"
+    )
     verdict, truth = request.form.get("review") or None, request.form.get("true_label") or None
     if verdict not in (*REVIEWS, None) or truth not in (*LABELS, None):
         abort(400, description="review must be agree or disagree; true label Normal or Stroke")
     prediction.review, prediction.true_label = verdict, truth
     prediction.reviewed_at = now() if verdict or truth else None
-    audit.record("review", f"prediction {prediction.id}", review=verdict, true_label=truth)
-    db.session.commit()
-    return _annotations(prediction, saved="review saved")
+    audit.record(
+        "review",
+        records.target(prediction),
+        record=prediction.public_id,
+        review=verdict,
+        true_label=truth,
+    )
+    _commit(prediction, "your review was not saved")
+    return _annotations(prediction, saved=f"Review saved on result {prediction.id}.")
 
 
 @bp.get("/<int:prediction_id>/delete")
 @permission("delete")
 def confirm_delete(prediction_id: int) -> str:
     """Ask before deleting (the page a browser without JavaScript gets)."""
-    return render("results/delete.html", p=get_prediction_or_404(prediction_id))
+    return render("results/delete.html", p=records.get_prediction_or_gone(prediction_id))
 
 
 @bp.post("/<int:prediction_id>/delete")
 @permission("delete")
 def delete(prediction_id: int) -> ResponseReturnValue:
-    """Delete the result, its slices and every file stored for them."""
-    prediction = get_prediction_or_404(prediction_id)
+    """Delete the result the page showed, its slices and every file stored for them."""
+    prediction = records.get_prediction_for_change(
+        prediction_id, request.form, "nothing was deleted", versioned=False
+    )
     delete_prediction(prediction)
     target = url_for("history.listing", deleted=prediction_id)
     if is_htmx():
         return "", 200, {"HX-Redirect": target}
     return redirect(target, 303)
+
+
+def _prediction_for_cam(prediction_id: int) -> Prediction:
+    """The result whose heat map is asked for, tied to the page by `record` in the URL."""
+    return records.get_prediction_for_change(
+        prediction_id, request.args, "no heat map was made", versioned=False
+    )
+
+
+def _commit(prediction: Prediction, what: str) -> None:
+    """Commit an edit, refused when another one reached the result first (its version moved)."""
+    number = prediction.id
+    try:
+        db.session.commit()
+    except StaleDataError:
+        db.session.rollback()
+        abort(409, description=records.changed_message(number, what))
 
 
 def _annotations(prediction: Prediction, saved: str) -> ResponseReturnValue:
