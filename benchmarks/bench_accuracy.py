@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ml import config as configuration
-from ml.pipeline import run_training
+from ml import make_config, parse_override, run_training
 
 
 def main() -> None:
@@ -29,8 +28,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--out", type=Path, help="bundle folder to keep (default: a temporary one)")
     args = parser.parse_args()
-    overrides = dict(configuration.parse_override(text) for text in args.set)
-    cfg = configuration.make_config(args.preset, **overrides)
+    overrides = dict(parse_override(text) for text in args.set)
+    cfg = make_config(args.preset, **overrides)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "bundle"
         started = time.perf_counter()

@@ -17,11 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.cache import decode_all, to_square
-from ml.config import DEFAULT_CLASS_MAP, DEFAULT_PATIENT_REGEX
-from ml.data import load_dataset
-from ml.readers import BRAIN_WINDOW, read_slice
-from ml.synth import write_dataset
+from ml import BRAIN_WINDOW, DEFAULT_CLASS_MAP, DEFAULT_PATIENT_REGEX, read_slice, write_dataset
+from ml.data import decode_all, load_dataset, to_square
 
 
 def plain_epoch(paths: list[Path], size: int) -> np.ndarray:

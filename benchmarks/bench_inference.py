@@ -98,7 +98,7 @@ def report(results: dict, flops: dict, fastest: str, matmul_gflops: float, bundl
 
 
 def worker_plain(args: argparse.Namespace) -> dict:
-    from ml.infer import Predictor
+    from ml import Predictor
 
     predictor = Predictor.from_bundle(args.bundle, backend="torch")
     models = [m.to(memory_format=torch.contiguous_format) for m in predictor.torch_models()]
@@ -116,7 +116,7 @@ def worker_plain(args: argparse.Namespace) -> dict:
 
 def worker_predictor(backend: str):
     def worker(args: argparse.Namespace) -> dict:
-        from ml.infer import Predictor
+        from ml import Predictor
 
         predictor = Predictor.from_bundle(args.bundle, backend=backend)
         if predictor.backend != backend:
@@ -147,7 +147,7 @@ def timed(fn) -> float:
 
 
 def _allocator() -> dict:
-    from ml.runtime import allocator
+    from ml import allocator
 
     return {"allocator": allocator()}
 
@@ -169,7 +169,7 @@ WORKERS = {
 
 
 def run_worker(name: str, bundle: Path, slice_dir: Path, *, tcmalloc: bool) -> dict:
-    from ml.runtime import OPT_OUT, find_tcmalloc
+    from ml import OPT_OUT, find_tcmalloc
 
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     library = find_tcmalloc()
@@ -188,7 +188,7 @@ def run_worker(name: str, bundle: Path, slice_dir: Path, *, tcmalloc: bool) -> d
 def forward_flops(bundle: Path) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ml.bundle import load_bundle
+    from ml import load_bundle
     from ml.models import build_model
 
     loaded = load_bundle(bundle)
@@ -207,8 +207,7 @@ def forward_flops(bundle: Path) -> dict:
 
 
 def ensure_export(bundle: Path) -> None:
-    from ml.bundle import load_bundle
-    from ml.export import export_bundle, export_matches
+    from ml import export_bundle, export_matches, load_bundle
 
     if not export_matches(load_bundle(bundle)):
         export_bundle(bundle, check_slices=2)
@@ -217,7 +216,7 @@ def ensure_export(bundle: Path) -> None:
 def write_phantom_slices(folder: Path, count: int) -> Path:
     from PIL import Image
 
-    from ml.synth import BRAIN_WINDOW, phantom_patient, window_to_uint8
+    from ml.data import BRAIN_WINDOW, phantom_patient, window_to_uint8
 
     folder.mkdir(parents=True)
     phantoms = phantom_patient(np.random.default_rng(0), n_slices=count, size=512, stroke=True)
@@ -232,10 +231,8 @@ def make_random_bundle(path: Path, backbone: str, size: int, folds: int) -> Path
     """A complete bundle whose fold models are randomly initialised: for timing only."""
     from safetensors.torch import save_file
 
-    from ml.bundle import write_manifest
-    from ml.config import make_config, save_config
+    from ml import OperatingPoint, make_config, save_config, write_manifest, write_thresholds
     from ml.models import build_model
-    from ml.thresholds import OperatingPoint, write_thresholds
 
     path.mkdir(parents=True)
     cfg = make_config(

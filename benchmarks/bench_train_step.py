@@ -16,8 +16,8 @@ from contextlib import nullcontext
 
 import torch
 
-from ml.losses import FocalLoss
 from ml.models import build_model
+from ml.train import FocalLoss
 
 
 def steps_per_second(

@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--bundle-dir", type=Path, default=ROOT / "bundles")
     parser.add_argument("--bundle", default="demo")
     args = parser.parse_args()
-    from ml.bundle import BundleError, load_bundle
+    from ml import BundleError, load_bundle
 
     try:
         load_bundle(args.bundle_dir / args.bundle)

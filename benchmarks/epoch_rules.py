@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import metrics
-from ml.config import load_config
+from ml import load_config, metrics
 
 
 def fold_epochs(bundle: Path, fold: int) -> list[dict]:

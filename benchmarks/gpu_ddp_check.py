@@ -17,18 +17,18 @@ import sys
 
 import torch
 
-import ml.distributed
-import ml.train
-from ml.cli import main
+import ml.train.distributed
+import ml.train.loop
+from ml.cli.main import main
 
 
-def _shared_gpu(device_name: str, place: ml.distributed.Place) -> torch.device:
+def _shared_gpu(device_name: str, place: ml.train.distributed.Place) -> torch.device:
     device = torch.device("cuda", 0)
     torch.cuda.set_device(device)
     return device
 
 
-ml.distributed._local_device = _shared_gpu
+ml.train.distributed._local_device = _shared_gpu
 if os.environ.get("CHECK_BACKEND"):
     # NCCL refuses two ranks on one GPU; gloo moves the same CUDA tensors through the host.
     _init = torch.distributed.init_process_group
@@ -36,9 +36,9 @@ if os.environ.get("CHECK_BACKEND"):
     def _init_with(backend: str, **options: object) -> None:
         _init(os.environ["CHECK_BACKEND"], **options)
 
-    ml.distributed.dist.init_process_group = _init_with
+    ml.train.distributed.dist.init_process_group = _init_with
 if os.environ.get("CHECK_NO_SYNC_BN") == "1":
-    ml.train.convert_sync_batchnorm = lambda model: model
+    ml.train.loop.convert_sync_batchnorm = lambda model: model
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -23,10 +23,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from ml.config import make_config
+from ml import make_config
+from ml.data import to_tensor
 from ml.models import build_from_config
-from ml.pipeline import prepare
-from ml.transforms import to_tensor
+from ml.train import prepare_training
 
 STRENGTHS = (1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -83,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = make_config("cpu", backbone=args.backbone, image_size=args.size)
     started = time.perf_counter()
-    prepared = prepare(args.data, cfg, progress=False)
+    prepared = prepare_training(args.data, cfg, progress=False)
     x, widths = features(prepared.images, cfg)
     print(f"{len(x)} slices, {x.shape[1]} features, {time.perf_counter() - started:.0f} s")
     labels, parts = prepared.labels, prepared.parts

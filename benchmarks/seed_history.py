@@ -39,7 +39,7 @@ def main() -> None:
 def seed(count: int, seed: int = 0) -> int:
     """Add `count` results in batches; returns how many were added."""
     from webapp import storage
-    from webapp.bundle_store import active_bundle, register
+    from webapp.bundles.store import active_bundle, register
     from webapp.extensions import db
     from webapp.models import Prediction, SliceResult, now
 

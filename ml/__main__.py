@@ -1,10 +1,10 @@
-"""`python -m ml ...`: see `ml.cli`. Runs under tcmalloc when it is installed."""
+"""`python -m ml ...`: see `ml.cli.main`. Runs under tcmalloc when it is installed."""
 
 from __future__ import annotations
 
 import sys
 
-from ml.cli import main
+from ml.cli.main import main
 from ml.runtime import reexec_with_tcmalloc
 
 if __name__ == "__main__":

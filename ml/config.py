@@ -149,7 +149,7 @@ class TrainConfig:
 # Inference options, here so that `--help` need not import torch.
 BACKENDS = ("auto", "torch", "onnx")
 VIEW_AGGREGATIONS = ("mean", "median", "max")
-# How processes started by torchrun share a run (ml.distributed); not a field: it changes who
+# How processes started by torchrun share a run (ml.train.distributed); not a field: it changes who
 # computes, not the recipe, so a run can be resumed with another number of processes.
 DISTRIBUTED_MODES = ("data", "folds")
 DISTRIBUTED_TIMEOUT_MIN = 30.0  # the longest one process waits for another

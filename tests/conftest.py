@@ -21,8 +21,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-empty-")
 
 from ml.config import make_config
-from ml.pipeline import run_training
-from ml.synth import write_dataset
+from ml.data.synth import write_dataset
+from ml.train.pipeline import run_training
 from webapp.extensions import db
 
 

@@ -37,9 +37,11 @@ def create_app(config: object | None = None) -> Flask:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
-    from webapp import audit, auth, bundle_store, converters, errors, filters, jobs
+    from webapp import audit, auth, converters, errors, filters
+    from webapp.bundles import store as bundle_store
     from webapp.extensions import csrf, db, migrate, sqlite_wait
-    from webapp.storage_cli import storage_cli
+    from webapp.predict import jobs
+    from webapp.storage import storage_cli
 
     converters.init_app(app)  # before any route is added
     sqlite_wait(app.config)
@@ -56,13 +58,13 @@ def create_app(config: object | None = None) -> Flask:
     app.cli.add_command(storage_cli)
 
     from webapp.api import bp as api_bp
+    from webapp.api.cli import tokens_cli
     from webapp.auth.cli import users_cli
     from webapp.bundles import bp as bundles_bp
     from webapp.history import bp as history_bp
     from webapp.predict import bp as predict_bp
     from webapp.results import bp as results_bp
     from webapp.studio import bp as studio_bp
-    from webapp.tokens import tokens_cli
 
     for blueprint in (predict_bp, results_bp, history_bp, bundles_bp, studio_bp, api_bp):
         app.register_blueprint(blueprint)

@@ -11,7 +11,10 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
-from webapp.bundle_store import ModelNotLoaded
+
+class ModelNotLoaded(RuntimeError):
+    """No bundle could be loaded; the message says why."""
+
 
 MESSAGES = {
     400: "The request was not understood.",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
@@ -31,6 +31,15 @@ def interval(pair: Any, digits: int = 3) -> str:
 def when(value: datetime | None) -> str:
     """UTC time to the minute, as stored."""
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO 8601 with the UTC offset; SQLite hands back naive datetimes, stored in UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()
 
 
 def init_app(app: Flask) -> None:

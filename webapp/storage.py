@@ -12,9 +12,14 @@ import shutil
 import uuid
 from pathlib import Path
 
+import click
 from flask import current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
 
 from webapp.deid import deidentify
+from webapp.extensions import db
+from webapp.models import Job, SliceResult
 
 SUFFIXES = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
 PARTIAL = ".partial"  # suffix of a slice written but not yet committed
@@ -105,3 +110,22 @@ def orphans(referenced: set[str], older_than_seconds: float) -> list[Path]:
         if unclaimed and path.stat().st_mtime < cutoff:
             found.append(path)
     return found
+
+
+storage_cli = AppGroup("storage", help="Files stored for uploads.")
+
+
+@storage_cli.command("clean")
+@click.option("--older-than", default=60, show_default=True, help="minutes; younger files stay")
+@click.option("--dry-run", is_flag=True, help="list what would go, delete nothing")
+def clean_command(older_than: int, dry_run: bool) -> None:
+    """Delete files of uploads whose prediction was never stored or was deleted."""
+    referenced = set(db.session.scalars(select(SliceResult.stored_name)))
+    for job in db.session.scalars(select(Job).where(Job.status.in_(("queued", "running")))):
+        referenced.update(item["stored"] for item in job.inputs)
+    found = orphans(referenced, older_than * 60)
+    for path in found:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {path.name}")
+        if not dry_run:
+            path.unlink(missing_ok=True)
+    click.echo(f"{len(found)} orphaned file(s){' (dry run)' if dry_run else ''}")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ml import metrics, oof
 from ml.bundle import load_bundle
+from ml.evaluate import oof
+from ml.metrics import scores as metrics
 from tests.e2e.conftest import wait_until
 from tests.web.helpers import phantom_slices
 

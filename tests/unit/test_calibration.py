@@ -1,4 +1,5 @@
-"""ml.calibration: temperature and Platt fits, honest cross-fitting, ECE, Brier, reliability."""
+"""ml.metrics.calibration: temperature and Platt fits, honest cross-fitting, ECE, Brier,
+reliability."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from ml import calibration
+from ml.metrics import calibration
 
 
 def _over_confident(n: int, seed: int, *, sharpen: float = 3.0, shift: float = 0.0):

@@ -1,4 +1,5 @@
-"""ml.cam: the heat map must point at what raises the stroke score, on phantoms with a known lesion.
+"""ml.explain.cam: the heat map must point at what raises the stroke score, on phantoms with a
+known lesion.
 
 The module fixture trains a tiny StrokeNet on phantom slices (about 20 s on one CPU core) so
 that the sign of the CAM target can be checked against ground truth: the map's peak must fall on
@@ -23,11 +24,11 @@ from PIL import Image
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
-from ml import cam
-from ml.models import StrokeNet
-from ml.synth import phantom_patient, window_to_uint8
-from ml.transforms import to_tensor
-from ml.tta import VIEWS
+from ml.data.synth import phantom_patient, window_to_uint8
+from ml.data.transforms import to_tensor
+from ml.data.tta import VIEWS
+from ml.explain import cam
+from ml.models.network import StrokeNet
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 PHANTOM_PX = 96

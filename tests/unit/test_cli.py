@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.cli import build_parser, main, parse_class_map
+from ml.cli.main import build_parser, main, parse_class_map
 from ml.config import TrainConfig
 from ml.runtime import find_tcmalloc
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.cache import head_box, network_frame
 from ml.config import make_config
-from ml.context import align, neighbour_rows, network_images, stack_neighbours
-from ml.data import load_dataset, slice_order
+from ml.data.cache import head_box, network_frame
+from ml.data.context import align, neighbour_rows, network_images, stack_neighbours
+from ml.data.dataset import load_dataset, slice_order
 
 
 def test_neighbours_stay_inside_a_patient_and_follow_slice_order() -> None:
@@ -92,7 +92,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def test_a_study_scored_slice_by_slice_reproduces_the_oof_probabilities(
     neighbour_bundle: Path, phantom_data: Path
 ) -> None:
-    from ml.infer import Predictor
+    from ml.infer.predictor import Predictor
 
     rows = _rows(neighbour_bundle / "oof.csv")
     cfg = make_config("test")
@@ -124,7 +124,7 @@ def test_a_study_scored_slice_by_slice_reproduces_the_oof_probabilities(
 def test_holdout_rescoring_rebuilds_the_neighbours(
     neighbour_bundle: Path, phantom_data: Path, tmp_path: Path
 ) -> None:
-    from ml.evaluate import evaluate_bundle
+    from ml.evaluate.scoring import evaluate_bundle
 
     evaluate_bundle(
         neighbour_bundle, data=phantom_data, holdout=True, out=tmp_path, backend="torch"

@@ -1,4 +1,4 @@
-"""ml.data: class folders, manifests, patient ids and the notes a user must read."""
+"""ml.data.dataset: class folders, manifests, patient ids and the notes a user must read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from ml.config import DEFAULT_CLASS_MAP, DEFAULT_PATIENT_REGEX
-from ml.data import compile_patient_regex, load_dataset, patient_from_name
+from ml.data.dataset import compile_patient_regex, load_dataset, patient_from_name
 
 
 def _image(path: Path) -> None:
@@ -111,7 +111,7 @@ def test_one_class_only_is_refused(tmp_path: Path) -> None:
 
 
 def test_head_box_finds_the_head_and_ignores_specks() -> None:
-    from ml.cache import head_box
+    from ml.data.cache import head_box
 
     grey = np.zeros((200, 300), np.uint8)
     yy, xx = np.mgrid[:200, :300]
@@ -124,7 +124,7 @@ def test_head_box_finds_the_head_and_ignores_specks() -> None:
 
 
 def test_crop_head_changes_the_network_input_and_the_cache_key(tmp_path: Path) -> None:
-    from ml.cache import decode_all, network_pixels
+    from ml.data.cache import decode_all, network_pixels
 
     grey = np.zeros((120, 120), np.uint8)
     grey[30:70, 40:80] = 150
@@ -141,9 +141,9 @@ def test_crop_head_changes_the_network_input_and_the_cache_key(tmp_path: Path) -
 
 
 def test_prediction_preprocessing_follows_the_bundle_crop_setting(tmp_path: Path) -> None:
-    from ml.cache import network_pixels
     from ml.config import make_config
-    from ml.infer import prepare_slice
+    from ml.data.cache import network_pixels
+    from ml.infer.prepare import prepare_slice
 
     grey = np.zeros((120, 120), np.uint8)
     grey[20:60, 50:100] = 140

@@ -30,16 +30,16 @@ import pytest
 import torch
 from safetensors import safe_open
 
-import ml.distributed
-import ml.finish
-import ml.pipeline
+import ml.train.distributed
+import ml.train.finish
+import ml.train.pipeline
 from ml.bundle import load_bundle
-from ml.cli import build_parser, config_from_args, main
+from ml.cli.main import build_parser, config_from_args, main
 from ml.config import TrainConfig, make_config
-from ml.distributed import ENVIRONMENT, Place, join, place_from_env
 from ml.errors import UserError
-from ml.pipeline import fold_data, prepare, run_training
-from ml.train import make_loader, train_fold
+from ml.train.distributed import ENVIRONMENT, Place, join, place_from_env
+from ml.train.loop import make_loader, train_fold
+from ml.train.pipeline import fold_data, prepare, run_training
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_TIMEOUT_S = 300
@@ -171,8 +171,8 @@ def _train_unsynced(argv: list[str]) -> None:
     of every batch, while pieces, scoring and gathering stay the real code. Rank 0 writes only
     the out-of-fold probabilities (oof.json); a broken run's figures are not worth their time."""
     args = build_parser().parse_args(argv)
-    ml.distributed.DistributedDataParallel = lambda module, **_options: module
-    ml.finish.write_bundle = _write_oof_only
+    ml.train.distributed.DistributedDataParallel = lambda module, **_options: module
+    ml.train.finish.write_bundle = _write_oof_only
     cfg = config_from_args(args)
     run_training(args.data, args.out, cfg, cache_dir=args.cache_dir, progress=not args.quiet)
 
@@ -180,7 +180,7 @@ def _train_unsynced(argv: list[str]) -> None:
 def _hang_on_rank_1(argv: list[str]) -> object:
     """`ml train` in which rank 1 stops answering: it sleeps where it should train."""
     if os.environ["RANK"] == "1":
-        ml.pipeline.fold_data = lambda *_args: time.sleep(LAUNCH_TIMEOUT_S)
+        ml.train.pipeline.fold_data = lambda *_args: time.sleep(LAUNCH_TIMEOUT_S)
     return main(argv)
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ml import metrics
-from ml.cli import main
-from ml.evaluate import with_intervals
-from ml.thresholds import read_thresholds
+from ml.cli.main import main
+from ml.evaluate.scored import with_intervals
+from ml.metrics import scores as metrics
+from ml.metrics.thresholds import read_thresholds
 
 pytestmark = pytest.mark.slow
 

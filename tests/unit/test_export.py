@@ -1,4 +1,5 @@
-"""ml.export: ONNX fold models match torch, never change the bundle's identity, never go stale."""
+"""ml.infer.onnx: ONNX fold models match torch, never change the bundle's identity, never go
+stale."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ml.bundle import load_bundle
-from ml.export import export_bundle, export_matches
-from ml.infer import Predictor
+from ml.infer.onnx import export_bundle, export_matches
+from ml.infer.predictor import Predictor
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ml.inputs import UnreadableInput, read_zip
-from ml.readers import UnreadableImage, read_slice
-from ml.synth import write_ct_dicom
+from ml.data.inputs import UnreadableInput, read_zip
+from ml.data.readers import UnreadableImage, read_slice
+from ml.data.synth import write_ct_dicom
 
 CASES = settings(
     max_examples=250,

@@ -1,11 +1,11 @@
-"""ml.hnm: which examples count as hard, in each mining mode."""
+"""ml.train.mining: which examples count as hard, in each mining mode."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ml.hnm import select_hard_examples
+from ml.train.mining import select_hard_examples
 
 LABELS = np.array([1, 1, 0, 0, 1, 0])
 PROBS = np.array([0.2, 0.9, 0.7, 0.1, 0.49, 0.5])

@@ -1,4 +1,5 @@
-"""ml.infer: the ensemble predictor reproduces training, batches, orders studies, flags doubt."""
+"""ml.infer.predictor: the ensemble predictor reproduces training, batches, orders studies, flags
+doubt."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 from PIL import Image
 
 from ml.bundle import BundleError, load_bundle
-from ml.infer import Predictor, natural_key
-from ml.readers import UnreadableImage
-from ml.synth import write_ct_dicom
+from ml.data.dataset import natural_key
+from ml.data.readers import UnreadableImage
+from ml.data.synth import write_ct_dicom
+from ml.infer.predictor import Predictor
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""ml.inputs: files, folders and zips gathered safely."""
+"""ml.data.inputs: files, folders and zips gathered safely."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.inputs import MAX_MEMBERS, UnreadableInput, gather, read_zip
+from ml.data.inputs import MAX_MEMBERS, UnreadableInput, gather, read_zip
 
 
 def _zip(members: dict[str, bytes]) -> bytes:

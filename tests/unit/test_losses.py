@@ -1,4 +1,4 @@
-"""ml.losses: focal loss against values computed by hand."""
+"""ml.train.losses: focal loss against values computed by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ml.losses import BCELoss, FocalLoss, build_loss
+from ml.train.losses import BCELoss, FocalLoss, build_loss
 
 
 def _focal_by_hand(logit: float, label: int, alpha: float, gamma: float) -> float:

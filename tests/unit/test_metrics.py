@@ -1,11 +1,12 @@
-"""ml.metrics: counts, Wilson intervals, study aggregation and patient-resampled intervals."""
+"""ml.metrics.scores: counts, Wilson intervals, study aggregation and patient-resampled
+intervals."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ml import metrics
+from ml.metrics import scores as metrics
 
 
 def test_at_threshold_counts_and_rates() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ml.config import make_config
-from ml.mixing import mixup, smooth_labels
+from ml.train.mixing import mixup, smooth_labels
 
 
 def test_smoothing_moves_targets_towards_one_half() -> None:
@@ -41,7 +41,7 @@ def test_mixup_draws_repeat_with_the_seed_and_alpha_zero_is_off() -> None:
 
 
 def test_recipe_softens_training_batches_only_when_asked() -> None:
-    from ml.train import FoldData, _Fold
+    from ml.train.loop import FoldData, _Fold
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (16, 48, 48, 1), dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""ml.oof: the studio's numbers, from a bundle's out-of-fold predictions only."""
+"""ml.evaluate.oof: the studio's numbers, from a bundle's out-of-fold predictions only."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml import metrics, oof
 from ml.bundle import load_bundle
-from ml.thresholds import uncertainty_band
+from ml.evaluate import oof
+from ml.metrics import scores as metrics
+from ml.metrics.thresholds import uncertainty_band
 
 
 def _rows(bundle_path: Path) -> list[dict[str, str]]:

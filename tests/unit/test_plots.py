@@ -1,4 +1,5 @@
-"""ml.plots: figures match ml.metrics, files work offline, the PNG converter is strict."""
+"""ml.evaluate.figures: figures match ml.metrics.scores, files work offline, the PNG converter is
+strict."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from ml import metrics, plots
+from ml.evaluate import figures as plots
+from ml.metrics import scores as metrics
 
 POINTS = {"Youden": 0.47, "Screening": 0.3}
 
@@ -25,7 +27,8 @@ def scores() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _reliability(p: np.ndarray, y: np.ndarray, n_bins: int = 10) -> dict:
-    """Bins in the documented shape, built independently of ml.plots; empty bins are None."""
+    """Bins in the documented shape, built independently of ml.evaluate.figures; empty bins are
+    None."""
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     index = np.clip(np.digitize(p, edges) - 1, 0, n_bins - 1)
     members = [index == b for b in range(n_bins)]

@@ -1,4 +1,4 @@
-"""ml.readers: formats by content, HU and windows, and a clear refusal for every bad file."""
+"""ml.data.readers: formats by content, HU and windows, and a clear refusal for every bad file."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml.readers import UnreadableImage, apply_windows, read_slice, sniff_format
-from ml.synth import write_ct_dicom
+from ml.data.readers import UnreadableImage, apply_windows, read_slice, sniff_format
+from ml.data.synth import write_ct_dicom
 
 BRAIN = (40.0, 80.0)
 THREE = ((40.0, 80.0), (80.0, 200.0), (600.0, 2800.0))

@@ -1,12 +1,13 @@
-"""ml.splits and fold balancing: no patient on two sides, balancing only inside training parts."""
+"""ml.data.splits and fold balancing: no patient on two sides, balancing only inside training
+parts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ml.splits import HOLDOUT, LeakageError, assign_parts, audit, patient_labels, refuse_leaks
-from ml.train import balanced_rows
+from ml.data.splits import HOLDOUT, LeakageError, assign_parts, audit, patient_labels, refuse_leaks
+from ml.train.loop import balanced_rows
 
 
 def _cohort(seed: int, patients: int = 40) -> tuple[list[int], list[str]]:

@@ -1,4 +1,4 @@
-"""ml.synth: phantom anatomy and lesions, windowing, DICOM writing and the data-set layout."""
+"""ml.data.synth: phantom anatomy and lesions, windowing, DICOM writing and the data-set layout."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
 
-from ml.synth import (
+from ml.data.synth import (
     BRAIN_WINDOW,
     PhantomSlice,
     _patient_rng,
@@ -420,6 +420,6 @@ def test_write_ct_dicom_wants_one_2d_slice(tmp_path: Path) -> None:
 def test_module_does_not_import_torch() -> None:
     # A fresh interpreter: in this one, other tests may have imported torch already.
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    code = "import sys, ml.synth; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, ml.data.synth; sys.exit(1 if 'torch' in sys.modules else 0)"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr or "ml.synth imported torch"
+    assert result.returncode == 0, result.stderr or "ml.data.synth imported torch"

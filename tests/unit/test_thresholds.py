@@ -1,4 +1,4 @@
-"""ml.thresholds: operating-point policies, thresholds.json and the uncertainty band."""
+"""ml.metrics.thresholds: operating-point policies, thresholds.json and the uncertainty band."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml import metrics, thresholds
+from ml.metrics import scores as metrics
+from ml.metrics import thresholds
 
 # Eight slices, one per score; strokes at 0.2, 0.4, 0.6, 0.7, 0.8 and normals at 0.1, 0.3, 0.5.
 SCORES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]

@@ -13,17 +13,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from ml import metrics
 from ml.bundle import BundleError, load_bundle
-from ml.cache import to_square
-from ml.cli import main
+from ml.cli.main import main
 from ml.config import config_from_dict, load_config, make_config
-from ml.evaluate import evaluate_bundle
-from ml.models import build_model
-from ml.pipeline import BadDataError, prepare, run_training
-from ml.readers import read_slice
-from ml.transforms import to_tensor
-from ml.tta import build_views
+from ml.data.cache import to_square
+from ml.data.readers import read_slice
+from ml.data.transforms import to_tensor
+from ml.data.tta import build_views
+from ml.evaluate.scoring import evaluate_bundle
+from ml.metrics import scores as metrics
+from ml.models.network import build_model
+from ml.train.pipeline import BadDataError, prepare, run_training
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +127,7 @@ def test_checkpoint_check_measures_what_choosing_the_epoch_added(tiny_bundle: Pa
 def test_checkpoint_last_keeps_the_final_epoch() -> None:
     import io
 
-    from ml.train import FoldData, train_fold
+    from ml.train.loop import FoldData, train_fold
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 255, (24, 48, 48, 1), dtype=np.uint8)
@@ -305,7 +305,7 @@ def test_decoded_slices_are_cached(phantom_data: Path, tmp_path: Path) -> None:
 
 
 def test_each_epoch_draws_a_new_order_and_augmentation_repeatably() -> None:
-    from ml.train import FoldData, _Fold, balanced_rows
+    from ml.train.loop import FoldData, _Fold, balanced_rows
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (40, 48, 48, 1), dtype=np.uint8)

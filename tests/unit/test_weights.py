@@ -1,4 +1,5 @@
-"""ml.weights and ml.models: every weight source loads what it claims, or fails fast and clearly."""
+"""ml.models.weights and ml.models.network: every weight source loads what it claims, or fails
+fast and clearly."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from ml.models import build_model
-from ml.weights import WeightsUnavailable, resolve_source
+from ml.models.network import build_model
+from ml.models.weights import WeightsUnavailable, resolve_source
 
 
 def _package_state() -> dict[str, torch.Tensor]:

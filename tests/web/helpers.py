@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
-from ml.synth import write_ct_dicom
+from ml.data.synth import write_ct_dicom
 from webapp.extensions import db
 from webapp.models import Job, Prediction
 

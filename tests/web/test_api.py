@@ -15,9 +15,10 @@ from flask.testing import FlaskClient
 from PIL import Image
 from sqlalchemy.exc import OperationalError
 
-from ml import metrics, oof
 from ml.bundle import load_bundle
-from ml.infer import Predictor
+from ml.evaluate import oof
+from ml.infer.predictor import Predictor
+from ml.metrics import scores as metrics
 from tests.web.helpers import (
     BOTH_DATABASES,
     count_predictions,

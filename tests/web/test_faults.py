@@ -167,7 +167,7 @@ KILLED = textwrap.dedent(
         ]
         job = service.create_job(slices, as_study=True)
         if stage == "predict":  # dies after the second of three slices was predicted
-            from webapp import bundle_store
+            from webapp.bundles import store as bundle_store
             calls = []
             original = bundle_store.using_predictor
 

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from werkzeug.security import check_password_hash
 
 from ml.bundle import load_bundle
-from ml.thresholds import read_thresholds
+from ml.metrics.thresholds import read_thresholds
 from tests.web.helpers import (
     BOTH_DATABASES,
     count_predictions,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ml.config import make_config
-from ml.data import load_dataset, slice_order
-from ml.infer import Predictor
+from ml.data.dataset import load_dataset, slice_order
+from ml.infer.predictor import Predictor
 from tests.web.test_api import api_predict, make_token
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from ml.bundle import load_bundle
-from ml.infer import Predictor
+from ml.infer.predictor import Predictor
 from tests.web.helpers import (
     count_predictions,
     ct_dicom,

@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue
 from rq.job import Job as QueuedCall
 
-from ml.infer import Predictor
+from ml.infer.predictor import Predictor
 from tests.web.helpers import (
     count_predictions,
     phantom_slices,
@@ -36,10 +36,10 @@ from tests.web.helpers import (
     wait_for_job,
 )
 from tests.web.test_api import api_predict, assert_error, bearer, make_token
-from webapp import jobs, storage
+from webapp import storage
 from webapp.extensions import db
 from webapp.models import AuditEvent, Job, Prediction, now
-from webapp.predict import service
+from webapp.predict import jobs, service
 
 
 def _free_port() -> int:

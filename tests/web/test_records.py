@@ -128,7 +128,7 @@ def test_deleting_a_result_while_its_heat_map_is_made_ends_cleanly(
     app, client, phantom_data, monkeypatch
 ) -> None:
     """The delete lands between the start and the end of the computation: 410, nothing kept."""
-    from ml.infer import Predictor
+    from ml.infer.predictor import Predictor
     from webapp.predict.service import delete_prediction
 
     content, name = phantom_slices(phantom_data, 1)[0]

@@ -61,7 +61,7 @@ def test_dicom_windows_switch_and_8_bit_images_have_one(client, phantom_data, tm
 
 
 def test_the_model_window_is_the_network_input(client, bundle_dir) -> None:
-    from ml.infer import Predictor
+    from ml.infer.predictor import Predictor
 
     pixels = np.tile(np.linspace(0, 255, 80, dtype=np.uint8), (60, 1))
     content = png_bytes(pixels)

@@ -8,9 +8,10 @@ import re
 import numpy as np
 import pytest
 
-from ml import metrics, oof
 from ml.bundle import load_bundle
-from ml.thresholds import read_thresholds
+from ml.evaluate import oof
+from ml.metrics import scores as metrics
+from ml.metrics.thresholds import read_thresholds
 from tests.web.helpers import phantom_slices, post, upload
 from webapp.extensions import db
 from webapp.models import OperatingPointRecord, Prediction

@@ -9,14 +9,12 @@ from flask import Blueprint, g, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from ml import oof
-from ml.bundle import Bundle
-from webapp import points
+from ml import Bundle, metrics_at
 from webapp.api import serialise
 from webapp.api.auth import require
 from webapp.api.params import ApiError, json_body, level_of, number, optional_number
-from webapp.bundle_store import active_bundle
-from webapp.bundles.views import get_bundle_or_404
+from webapp.bundles import points
+from webapp.bundles.store import active_bundle, get_bundle_or_404
 from webapp.extensions import csrf, db
 from webapp.models import BundleRecord
 
@@ -68,7 +66,7 @@ def metrics(bundle_id: str) -> ResponseReturnValue:
     prevalence = optional_number(request.args, "prevalence")
     scores = points.oof_scores(bundle, level)
     try:
-        figures = oof.metrics_at(scores, threshold, prevalence=prevalence)
+        figures = metrics_at(scores, threshold, prevalence=prevalence)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     return {

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import url_for
 
-from ml.bundle import Bundle
-from ml.thresholds import OperatingPoint
-from webapp import points
+from ml import Bundle, OperatingPoint
+from webapp.bundles import points
+from webapp.filters import iso
 from webapp.models import BundleRecord, Job, OperatingPointRecord, Prediction, SliceResult
 
 CAM_METHOD = "gradcam"  # the heat map the API offers by default and links from a slice
-
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 with the UTC offset; SQLite hands back naive datetimes, stored in UTC."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.isoformat()
 
 
 def prediction_summary(p: Prediction) -> dict[str, Any]:

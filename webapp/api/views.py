@@ -16,19 +16,19 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import selectinload
 
-from ml.bundle import Bundle
-from webapp import points
+from ml import Bundle
 from webapp.api import openapi, serialise
 from webapp.api.auth import require
 from webapp.api.model_views import bp as models_bp
 from webapp.api.params import ApiError, flag, optional_number, whole_number
-from webapp.bundle_store import ModelNotLoaded, active_bundle
-from webapp.errors import error_response
+from webapp.bundles import points
+from webapp.bundles.store import active_bundle
+from webapp.errors import ModelNotLoaded, error_response
 from webapp.extensions import csrf, db
 from webapp.history.query import Filters
-from webapp.jobs import QueueUnavailable
 from webapp.models import Job, Prediction
 from webapp.predict import service
+from webapp.predict.jobs import QueueUnavailable
 from webapp.results import explain, records
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, render_template
+from flask import Blueprint, render_template
 
-from ml.bundle import Bundle, BundleError, load_bundle
-from ml.thresholds import OperatingPoint, read_thresholds
-from webapp.bundle_store import active_bundle
+from ml import Bundle, OperatingPoint, read_thresholds
+from webapp.bundles.store import active_bundle, get_bundle_or_404
 from webapp.extensions import db
 from webapp.models import BundleRecord
 
 bp = Blueprint("bundles", __name__)
-
-
-def get_bundle_or_404(bundle_id: str) -> Bundle:
-    """The loaded bundle, or a registered one read from disk and checked against its hashes."""
-    loaded, _ = active_bundle()
-    if loaded is not None and loaded.id == bundle_id:
-        return loaded
-    record = db.get_or_404(BundleRecord, bundle_id)
-    try:
-        bundle = load_bundle(current_app.config["BUNDLE_DIR"] / record.name)
-    except BundleError:
-        abort(404)
-    if bundle.id != bundle_id:  # the folder now holds another bundle under the same name
-        abort(404)
-    return bundle
 
 
 @bp.get("/model")

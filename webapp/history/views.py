@@ -10,8 +10,8 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 from sqlalchemy.orm import defer
 
-from webapp.api.serialise import iso
 from webapp.extensions import db
+from webapp.filters import iso
 from webapp.history.query import SORTS, Filters
 from webapp.models import LABELS, BundleRecord, Prediction, SliceResult
 from webapp.render import render

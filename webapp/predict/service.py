@@ -20,18 +20,25 @@ from flask import Flask, current_app, g
 from sqlalchemy import update
 from werkzeug.datastructures import FileStorage
 
-from ml.bundle import Bundle
-from ml.inputs import UnreadableInput, read_zip
-from ml.readers import UnreadableImage, read_slice, sniff_format
-from ml.thresholds import OperatingPoint
-from webapp import audit, jobs, points, storage
-from webapp.bundle_store import register, using_predictor
+from ml import (
+    Bundle,
+    OperatingPoint,
+    UnreadableImage,
+    UnreadableInput,
+    read_slice,
+    read_zip,
+    sniff_format,
+)
+from webapp import audit, storage
+from webapp.bundles import points
+from webapp.bundles.points import ActivePoint
+from webapp.bundles.store import register, using_predictor
 from webapp.extensions import db
 from webapp.models import Job, Prediction, SliceResult
-from webapp.points import ActivePoint
+from webapp.predict import jobs
 
 if TYPE_CHECKING:  # torch loads when a job first runs, not when the app starts
-    from ml.infer import Predictor, SlicePrediction
+    from ml import Predictor, SlicePrediction
 
 log = logging.getLogger(__name__)
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
@@ -325,7 +332,7 @@ def delete_prediction(prediction: Prediction) -> None:
 
 def _ordered(inputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     """Slice order from the decoder's tags (position, instance number) or the file names."""
-    from ml.infer import order_slices
+    from ml import order_slices
 
     keyed = [_Ordered(item["name"], item["info"], item) for item in inputs]
     ordered, order_by = order_slices(keyed)  # type: ignore[arg-type]

@@ -6,11 +6,12 @@ from flask import Blueprint, redirect, request, url_for
 from werkzeug.wrappers import Response
 
 from webapp.auth.guard import permission
-from webapp.bundle_store import ModelNotLoaded, active_bundle
+from webapp.bundles.store import active_bundle
+from webapp.errors import ModelNotLoaded
 from webapp.extensions import db
-from webapp.jobs import QueueUnavailable
 from webapp.models import Job
 from webapp.predict import service
+from webapp.predict.jobs import QueueUnavailable
 from webapp.render import is_htmx, render
 
 bp = Blueprint("predict", __name__)

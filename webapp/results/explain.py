@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from webapp import storage
-from webapp.bundle_store import using_predictor
+from webapp.bundles.store import using_predictor
 from webapp.extensions import db
 from webapp.models import Prediction, SliceResult
 
@@ -34,9 +34,7 @@ def ensure_cam(prediction: Prediction, slice_result: SliceResult, method: str) -
     busy CPU: nothing is held open meanwhile, and a result deleted meanwhile ends in
     ResultGone, with nothing stored.
     """
-    from ml.cam import (
-        heatmap_png,  # pytorch-grad-cam is slow to import; most requests never need it
-    )
+    from ml import heatmap_png
 
     if method not in METHODS:
         raise CamUnavailable(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ml.cache import network_pixels
-from ml.readers import read_slice
+from ml import network_pixels, read_slice
 from webapp import storage
 from webapp.models import Prediction, SliceResult
 

@@ -8,7 +8,9 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from webapp import audit
 from webapp.auth.guard import permission
-from webapp.bundle_store import ModelNotLoaded, active_bundle, active_threshold
+from webapp.bundles.points import active_threshold
+from webapp.bundles.store import active_bundle
+from webapp.errors import ModelNotLoaded
 from webapp.extensions import db
 from webapp.models import LABELS, REVIEWS, Prediction, SliceResult, now
 from webapp.predict.service import delete_prediction

@@ -13,9 +13,8 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from ml import oof
-from ml.bundle import Bundle
-from webapp import points
+from ml import Bundle, oof_curves
+from webapp.bundles import points
 from webapp.extensions import db
 from webapp.models import Prediction
 
@@ -30,7 +29,7 @@ def cached_curves(bundle: Bundle, level: str) -> dict[str, Any]:
     path = folder / f"{bundle.id}-{level}-{BOOTSTRAP_RESAMPLES}.json"
     if path.exists():
         return json.loads(path.read_text())
-    curves = oof.curves(points.oof_scores(bundle, level), n_resamples=BOOTSTRAP_RESAMPLES, seed=0)
+    curves = oof_curves(points.oof_scores(bundle, level), n_resamples=BOOTSTRAP_RESAMPLES, seed=0)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(curves))
     partial.replace(path)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, jsonify, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 
-from ml import oof
-from webapp import points
+from ml import metrics_at
 from webapp.auth.guard import current_user, permission
-from webapp.bundle_store import active_bundle
-from webapp.bundles.views import get_bundle_or_404
+from webapp.bundles import points
+from webapp.bundles.store import active_bundle, get_bundle_or_404
 from webapp.extensions import db
 from webapp.render import render
 from webapp.studio.data import holdout_report, studio_data
@@ -45,7 +44,7 @@ def page(bundle_id: str) -> str:
         level=level,
         threshold=threshold,
         prevalence=prevalence,
-        figures=oof.metrics_at(scores, threshold, prevalence=prevalence),
+        figures=metrics_at(scores, threshold, prevalence=prevalence),
         active=active,
         own_points=own,
         own_active=own_active,

@@ -1,0 +1,22 @@
+"""From files to tensors: folder and manifest datasets, image readers, the decoded-slice cache,
+2.5D neighbours, transforms, test-time views, patient splits and synthetic phantoms.
+
+Its modules import only the top-level ones (config, errors, hashing, runtime).
+"""
+
+from __future__ import annotations
+
+from ml.lazy import exports
+
+__getattr__, __all__ = exports(
+    __name__,
+    {
+        "load_dataset": "ml.data.dataset",
+        "decode_all": "ml.data.cache",
+        "to_square": "ml.data.cache",
+        "to_tensor": "ml.data.transforms",
+        "phantom_patient": "ml.data.synth",
+        "window_to_uint8": "ml.data.synth",
+        "BRAIN_WINDOW": "ml.data.synth",
+    },
+)

@@ -1,0 +1,175 @@
+"""model_card.md: what a bundle is for, what it was trained on, and how far to trust it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ml.config import TrainConfig
+from ml.evaluate.report import interval, number
+from ml.metrics.thresholds import OperatingPoint
+
+INTENDED_USE = (
+    "Research on classifying axial brain-CT slices as Normal or Stroke, and on how such "
+    "classifiers should be evaluated. **Not for clinical use**: the outputs are not a diagnosis "
+    "and must not guide the care of any patient."
+)
+LIMITATIONS = [
+    "Labels are per patient: every slice of a stroke patient is labelled Stroke, including "
+    "slices that show no lesion, so slice-level figures understate what a slice shows and "
+    "patient-level figures are the ones to read.",
+    "No external validation unless an evaluation report from another site says otherwise: "
+    "all figures here come from cross-validation on one dataset.",
+    "The operating points were chosen on the same out-of-fold predictions they are reported "
+    "on, which makes the figures at them somewhat optimistic.",
+    "Ensemble probabilities on new data average K models, while out-of-fold probabilities come "
+    "from one model each; thresholds transfer approximately, not exactly.",
+]
+
+
+def render(
+    *,
+    name: str,
+    cfg: TrainConfig,
+    data: dict[str, Any],
+    weights_source: str,
+    summary: dict[str, Any],
+    slice_points: list[OperatingPoint],
+    patient_points: list[OperatingPoint],
+    active: tuple[str, str],
+    calibration: dict[str, Any],
+    uncertainty: dict[str, Any],
+    audit: dict[str, Any],
+    notes: list[str],
+) -> str:
+    """The card as Markdown."""
+    lines = [
+        f"# Model card: {name}",
+        "",
+        "## Intended use",
+        INTENDED_USE,
+        "",
+        "## Data",
+        f"- Source: {data.get('source_name')} (content fingerprint {data.get('fingerprint')})",
+        f"- Slices: {_pairs(data['slices'])}; patients: {_pairs(data['patients'])}",
+        f"- Unreadable files skipped: {data.get('unreadable_files', 0)}",
+        "",
+        "## Split",
+        f"- Patient-grouped stratified {cfg.folds}-fold cross-validation (seed {cfg.seed})"
+        + (f", after a {cfg.holdout_frac:.0%} patient holdout" if cfg.holdout_frac else ""),
+        f"- Leakage audit: {audit['patients_in_several_parts']} patients in more than one part; "
+        f"{audit['identical_images_across_parts']} identical images across parts",
+        "",
+        "## Training recipe",
+        f"- {cfg.backbone}, initialised from {weights_source}; {cfg.image_size} px, "
+        f"windows {[list(w) for w in cfg.windows]}"
+        + ("; cropped to the head" if cfg.crop_head else "")
+        + _input_words(cfg.input_mode),
+        f"- {cfg.epochs} epochs ({cfg.freeze_epochs} with the backbone frozen), batch "
+        f"{cfg.batch_size}, AdamW (lr {cfg.lr}, head {cfg.head_lr}), warm-up and cosine decay",
+        f"- Loss {cfg.loss}"
+        + (
+            f" (alpha {cfg.focal_alpha} on stroke, gamma {cfg.focal_gamma})"
+            if cfg.loss == "focal"
+            else ""
+        )
+        + f"; class balancing: {cfg.balance}; "
+        + (
+            f"hard-example mining after epoch {cfg.hnm_epoch} ({cfg.hnm_mode})"
+            if cfg.hnm_epoch
+            else "no hard-example mining"
+        )
+        + (f"; mixup (alpha {cfg.mixup_alpha})" if cfg.mixup_alpha else "")
+        + (f"; label smoothing {cfg.label_smoothing}" if cfg.label_smoothing else ""),
+        f"- Test-time views: {', '.join(cfg.tta_views)}; patient score: {cfg.study_aggregation} "
+        "of slice scores",
+        "",
+        "## Out-of-fold performance (95% intervals resample patients)",
+        "",
+        "| level | n | ROC-AUC | 95% CI | PR-AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for level in ("slice", "patient"):
+        fig = summary[level]
+        lines.append(
+            f"| {level} | {fig['n']} | {number(fig['roc_auc'])} | "
+            f"{interval(fig['roc_auc_ci95'])} | {number(fig['pr_auc'])} |"
+        )
+    spread = summary["fold_spread"]["slice_roc_auc"]
+    lines += [
+        "",
+        f"Fold spread of the slice ROC-AUC: {number(spread['min'])} to {number(spread['max'])} "
+        f"(sd {number(spread['std'])}).",
+    ]
+    check = summary.get("checkpoint_check")
+    if check and cfg.checkpoint == "best":
+        gain = check["gain_from_choosing"]
+        lines += [
+            "",
+            "Each fold's epoch was chosen on the patients it was then scored on. Scored with "
+            "one view, the kept epochs reach "
+            f"{number(check['kept_epochs']['slice_roc_auc'])} slice / "
+            f"{number(check['kept_epochs']['patient_roc_auc'])} patient ROC-AUC and each fold's "
+            f"last epoch {number(check['last_epochs']['slice_roc_auc'])} / "
+            f"{number(check['last_epochs']['patient_roc_auc'])}: choosing changed them by "
+            f"{_signed(gain['slice_roc_auc'])} / {_signed(gain['patient_roc_auc'])}.",
+        ]
+    lines += [
+        "",
+        "## Operating points (chosen on out-of-fold predictions)",
+    ]
+    for level, points, current in (
+        ("slice", slice_points, active[0]),
+        ("patient", patient_points, active[1]),
+    ):
+        lines += [
+            "",
+            f"{level.capitalize()} level, active: **{current}**",
+            "",
+            "| name | threshold | sensitivity | specificity | PPV | NPV |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in points:
+            m = p.metrics
+            lines.append(
+                f"| {p.name} | {p.threshold:.3f} | {number(m['sensitivity'])} | "
+                f"{number(m['specificity'])} | {number(m['ppv'])} | {number(m['npv'])} |"
+            )
+    before, after = calibration["before"], calibration["after"]
+    lines += [
+        "",
+        "## Calibration",
+        f"- {calibration['method']} scaling, fitted on {calibration['fitted_on']}; "
+        f"figures {calibration['evaluated_on']}",
+        f"- ECE {number(before['ece'])} before, {number(after['ece'])} after; "
+        f"Brier {number(before['brier'])} before, {number(after['brier'])} after",
+        "",
+        "## Uncertainty flag",
+        f"- A slice is flagged when its probability is within {uncertainty['half_width']:.3f} of "
+        f"the threshold (the {uncertainty['share']:.0%} of out-of-fold slices nearest it: "
+        f"accuracy {number(uncertainty['accuracy_inside'])} inside, "
+        f"{number(uncertainty['accuracy_outside'])} outside), or when the fold models' standard "
+        f"deviation exceeds {uncertainty['fold_std_limit']:.3f} ({uncertainty['fold_std_note']}).",
+        "",
+        "## Known limitations",
+        *[f"- {text}" for text in LIMITATIONS],
+        *[f"- {text}" for text in notes],
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def _pairs(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def _input_words(mode: str) -> str:
+    if mode == "slice":
+        return "; one slice per input"
+    aligned = ", neighbours redrawn in its crop" if mode == "neighbours_aligned" else ""
+    return (
+        f"; 2.5D input (slices k-1, k, k+1 of one patient as the channels{aligned}; a slice "
+        "uploaded alone fills its own neighbours)"
+    )

@@ -1,0 +1,118 @@
+"""The network: a timm backbone and the reference head, one stroke logit per slice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+from torch import nn
+
+from ml.config import TrainConfig
+from ml.models import weights
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    model: StrokeNet
+    weights_source: str  # what initialised the backbone, recorded in the bundle
+    mean: tuple[float, ...]  # input normalisation the backbone was trained with
+    std: tuple[float, ...]
+
+
+class StrokeNet(nn.Module):
+    """Backbone -> global average pool -> Linear(F, 512) -> ReLU -> Dropout -> Linear(512, 1).
+
+    `forward` returns logits of shape (N, 1): one target column keeps Grad-CAM's
+    `ClassifierOutputTarget(0)` meaningful for this single-logit model.
+    """
+
+    def __init__(self, backbone: nn.Module, hidden: int = 512, dropout: float = 0.4) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(
+            nn.Linear(backbone.num_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+        self.backbone_frozen = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def freeze_backbone(self, frozen: bool) -> None:
+        """Frozen: no gradients, and BatchNorm statistics stay those of the pretrained weights."""
+        self.backbone_frozen = frozen
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad = not frozen
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> StrokeNet:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+
+def build_model(
+    backbone: str,
+    *,
+    in_chans: int = 3,
+    pretrained: str = "none",
+    pretrained_file: str | None = None,
+    head_hidden: int = 512,
+    dropout: float = 0.4,
+) -> BuiltModel:
+    """Create the backbone by timm name, initialise it from the requested source, add the head."""
+    if not timm.is_model(weights.base_name(backbone)):
+        raise ValueError(
+            f"unknown backbone {backbone!r}; use a timm model name, e.g. tf_efficientnet_lite0, "
+            "tf_efficientnet_b3.ns_jft_in1k (timm.list_models() lists them all)"
+        )
+    source = weights.resolve_source(backbone, pretrained, pretrained_file)
+    if source == "hub":
+        net, description = weights.load_hub(backbone, in_chans)
+    else:
+        net = timm.create_model(
+            weights.base_name(backbone), pretrained=False, num_classes=0, in_chans=in_chans
+        )
+        if source == "packaged":
+            description = weights.load_packaged(net, backbone)
+        elif source == "file":
+            description = weights.load_file(net, pretrained_file or "")
+        else:
+            description = "none"
+    cfg = timm.get_pretrained_cfg(backbone) or net.pretrained_cfg
+    mean, std = _normalisation(cfg, in_chans)
+    return BuiltModel(StrokeNet(net, head_hidden, dropout), description, mean, std)
+
+
+def build_from_config(cfg: TrainConfig) -> BuiltModel:
+    """The model a training config describes, with its pretrained backbone."""
+    return build_model(
+        cfg.backbone,
+        in_chans=cfg.in_chans,
+        pretrained=cfg.pretrained,
+        pretrained_file=cfg.pretrained_file,
+        head_hidden=cfg.head_hidden,
+        dropout=cfg.dropout,
+    )
+
+
+def _normalisation(cfg: object, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std from the backbone's pretrained config, averaged for one input channel."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k, d=None: getattr(cfg, k, d)
+    mean = tuple(float(v) for v in get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(float(v) for v in get("std", (0.229, 0.224, 0.225)))
+    if in_chans == 1:
+        return (sum(mean) / len(mean),), (sum(std) / len(std),)
+    return mean, std
+
+
+def head_parameters(model: StrokeNet) -> list[nn.Parameter]:
+    return list(model.head.parameters())
+
+
+def backbone_parameters(model: StrokeNet) -> list[nn.Parameter]:
+    return list(model.backbone.parameters())

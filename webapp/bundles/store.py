@@ -1,0 +1,104 @@
+"""The active model bundle, loaded once per worker process and shared by its requests.
+
+The Predictor (the fold models) is built on first use and kept for the life of the process.
+Every use of it goes through `using_predictor()`, which holds a lock: Grad-CAM hooks the
+models, and a prediction running in the job thread at the same time would feed those hooks.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from flask import Flask, abort, current_app
+from flask.cli import AppGroup
+
+from ml import Bundle, BundleError, load_bundle
+from webapp.errors import ModelNotLoaded
+from webapp.extensions import db
+from webapp.models import BundleRecord
+
+if TYPE_CHECKING:  # torch loads only when a worker first predicts, not for every flask command
+    from ml import Predictor
+
+KEY = "ctstroke.bundle"
+PREDICTOR_KEY = "ctstroke.predictor"
+_lock = threading.RLock()
+
+
+def init_app(app: Flask) -> None:
+    """Load the configured bundle, or remember why it could not be loaded."""
+    path = Path(app.config["BUNDLE_DIR"]) / app.config["ACTIVE_BUNDLE"]
+    try:
+        app.extensions[KEY] = (load_bundle(path), None)
+    except BundleError as exc:
+        app.logger.error("no model loaded: %s", exc)
+        # Shown on pages and in /api/v1/health: the bundle's name, not where the server keeps it.
+        app.extensions[KEY] = (None, str(exc).replace(str(path), f"bundle {path.name!r}"))
+    app.cli.add_command(bundles_cli)
+
+
+def active_bundle() -> tuple[Bundle | None, str | None]:
+    """(bundle, None) when loaded, (None, reason) otherwise."""
+    return current_app.extensions[KEY]
+
+
+@contextmanager
+def using_predictor() -> Iterator[Predictor]:
+    """The process's Predictor for the active bundle, held exclusively while the block runs."""
+    bundle, problem = active_bundle()
+    if bundle is None:
+        raise ModelNotLoaded(problem or "no model bundle is loaded")
+    with _lock:
+        predictor = current_app.extensions.get(PREDICTOR_KEY)
+        if predictor is None:
+            from ml import Predictor
+
+            predictor = Predictor(bundle, backend=current_app.config["PREDICTOR_BACKEND"])
+            current_app.extensions[PREDICTOR_KEY] = predictor
+        yield predictor
+
+
+def register(bundle: Bundle) -> bool:
+    """Record the bundle in the database (once); True when it was new. The caller commits."""
+    if db.session.get(BundleRecord, bundle.id) is not None:
+        return False
+    db.session.add(BundleRecord(id=bundle.id, name=bundle.name, backbone=bundle.config["backbone"]))
+    return True
+
+
+bundles_cli = AppGroup("bundles", help="Model bundles known to this deployment.")
+
+
+@bundles_cli.command("sync")
+def sync_command() -> None:
+    """Register every intact bundle under BUNDLE_DIR in the database."""
+    bundle_dir = Path(current_app.config["BUNDLE_DIR"])
+    for path in sorted(p for p in bundle_dir.glob("*") if p.is_dir()):
+        try:
+            bundle = load_bundle(path)
+        except BundleError as exc:
+            click.echo(f"skipped {path.name}: {exc}", err=True)
+            continue
+        if register(bundle):
+            click.echo(f"registered {bundle.name} ({bundle.id})")
+    db.session.commit()
+
+
+def get_bundle_or_404(bundle_id: str) -> Bundle:
+    """The loaded bundle, or a registered one read from disk and checked against its hashes."""
+    loaded, _ = active_bundle()
+    if loaded is not None and loaded.id == bundle_id:
+        return loaded
+    record = db.get_or_404(BundleRecord, bundle_id)
+    try:
+        bundle = load_bundle(current_app.config["BUNDLE_DIR"] / record.name)
+    except BundleError:
+        abort(404)
+    if bundle.id != bundle_id:  # the folder now holds another bundle under the same name
+        abort(404)
+    return bundle
