@@ -61,6 +61,9 @@ __getattr__, __all__ = exports(
         "metrics_at": "ml.evaluate.oof",
         "band_half_width": "ml.evaluate.oof",
         "oof_curves": "ml.evaluate.oof:curves",
+        "number": "ml.evaluate.numbers",
+        "percent": "ml.evaluate.numbers",
+        "interval": "ml.evaluate.numbers",
         # training
         "run_training": "ml.train.pipeline",
         "write_dataset": "ml.data.synth",

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ml.config import BACKENDS, VIEW_AGGREGATIONS
-from ml.evaluate.report import interval, number
+from ml.evaluate.numbers import interval, number
 from ml.metrics.scores import AGGREGATIONS
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ml.config import TrainConfig
-from ml.evaluate.report import interval, number
+from ml.evaluate.numbers import number
+from ml.evaluate.report import oof_table
 from ml.metrics.thresholds import OperatingPoint
 
 INTENDED_USE = (
@@ -83,22 +84,7 @@ def render(
         f"- Test-time views: {', '.join(cfg.tta_views)}; patient score: {cfg.study_aggregation} "
         "of slice scores",
         "",
-        "## Out-of-fold performance (95% intervals resample patients)",
-        "",
-        "| level | n | ROC-AUC | 95% CI | PR-AUC |",
-        "|---|---|---|---|---|",
-    ]
-    for level in ("slice", "patient"):
-        fig = summary[level]
-        lines.append(
-            f"| {level} | {fig['n']} | {number(fig['roc_auc'])} | "
-            f"{interval(fig['roc_auc_ci95'])} | {number(fig['pr_auc'])} |"
-        )
-    spread = summary["fold_spread"]["slice_roc_auc"]
-    lines += [
-        "",
-        f"Fold spread of the slice ROC-AUC: {number(spread['min'])} to {number(spread['max'])} "
-        f"(sd {number(spread['std'])}).",
+        *oof_table(summary),
     ]
     check = summary.get("checkpoint_check")
     if check and cfg.checkpoint == "best":

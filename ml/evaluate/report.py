@@ -9,6 +9,7 @@ import numpy as np
 
 from ml.config import TrainConfig
 from ml.data import splits
+from ml.evaluate.numbers import interval, number
 from ml.metrics import scores as metrics
 
 
@@ -255,20 +256,7 @@ def render(cfg: TrainConfig, prepared: Any, results: list, summary: dict[str, An
             f"{number(f['slice_roc_auc'])} | {number(f['patient_roc_auc'])} | "
             f"{f['hard_examples_mined']} | {f['seconds']} |"
         )
-    lines += ["", "## Out-of-fold figures", ""]
-    for level in ("slice", "patient"):
-        fig = summary[level]
-        lines.append(
-            f"- {level}: ROC-AUC {number(fig['roc_auc'])} (95% CI {interval(fig['roc_auc_ci95'])}, "
-            f"patients resampled), PR-AUC {number(fig['pr_auc'])}, n = {fig['n']}"
-        )
-    spread = summary["fold_spread"]["slice_roc_auc"]
-    lines += [
-        f"- fold spread of slice ROC-AUC: mean {number(spread['mean'])}, "
-        f"sd {number(spread['std'])}, range {number(spread['min'])}-{number(spread['max'])}",
-        "",
-        selection_note(cfg),
-    ]
+    lines += ["", *oof_table(summary), "", selection_note(cfg)]
     check = summary.get("checkpoint_check")
     if check and cfg.checkpoint == "best":
         kept, last = check["kept_epochs"], check["last_epochs"]
@@ -291,9 +279,24 @@ def render(cfg: TrainConfig, prepared: Any, results: list, summary: dict[str, An
     return "\n".join(lines) + "\n"
 
 
-def number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def interval(ci: list[float] | None) -> str:
-    return "n/a" if not ci else f"{ci[0]:.3f}-{ci[1]:.3f}"
+def oof_table(summary: dict[str, Any]) -> list[str]:
+    """The out-of-fold figures as a Markdown table, and the fold spread (report and card)."""
+    lines = [
+        "## Out-of-fold performance (95% intervals resample patients)",
+        "",
+        "| level | n | ROC-AUC | 95% CI | PR-AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for level in ("slice", "patient"):
+        fig = summary[level]
+        lines.append(
+            f"| {level} | {fig['n']} | {number(fig['roc_auc'])} | "
+            f"{interval(fig['roc_auc_ci95'])} | {number(fig['pr_auc'])} |"
+        )
+    spread = summary["fold_spread"]["slice_roc_auc"]
+    return [
+        *lines,
+        "",
+        f"Fold spread of the slice ROC-AUC: {number(spread['min'])} to {number(spread['max'])} "
+        f"(mean {number(spread['mean'])}, sd {number(spread['std'])}).",
+    ]

@@ -96,27 +96,27 @@ class Team:
         value, or stops when it failed: a refusal on rank 0 must not leave the others waiting."""
         if self.world_size == 1:
             return fn(*args, **kwargs)
-        value, error = None, None
-        if self.is_main:
-            try:
-                value = fn(*args, **kwargs)
-            except Exception as exc:
-                error = exc
-        return self._agree(value, error)
+        return self._agree(*self._on_rank_zero(fn, args, kwargs))
 
     def main_first(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn` on rank 0, then on the others (rank 0 fills a cache that the others then read).
         Each process keeps its own value; an error on rank 0 is raised everywhere."""
         if self.world_size == 1:
             return fn(*args, **kwargs)
-        value, error = None, None
-        if self.is_main:
-            try:
-                value = fn(*args, **kwargs)
-            except Exception as exc:
-                error = exc
+        value, error = self._on_rank_zero(fn, args, kwargs)
         self._agree(None, error)
         return value if self.is_main else fn(*args, **kwargs)
+
+    def _on_rank_zero(
+        self, fn: Callable[..., T], args: tuple, kwargs: dict[str, Any]
+    ) -> tuple[T | None, Exception | None]:
+        """(value, None) or (None, error) of `fn` on rank 0; (None, None) elsewhere."""
+        if not self.is_main:
+            return None, None
+        try:
+            return fn(*args, **kwargs), None
+        except Exception as exc:
+            return None, exc
 
     def _agree(self, value: T, error: Exception | None) -> T:
         """Rank 0's value on every process, or its error: raised as it is on rank 0 and as

@@ -406,38 +406,17 @@ class _Fold:
         )
 
     def train_epoch(self, epoch: int, rows: list[int], bar: tqdm) -> dict[str, float]:
-        cfg = self.cfg
+        """One epoch on `rows`; with a team, data-parallel, and the figures returned are those
+        of the global batches."""
+        cfg, team = self.cfg, self.team
         self.model.freeze_backbone(epoch < cfg.freeze_epochs)
         rows, weights = balanced_rows(rows, self.data.labels, cfg.balance, self.rng)
-        if self.team is not None:
-            return self._train_epoch_together(epoch, rows, weights, bar)
-        bar.reset(total=len(rows))
-        return train_one_epoch(
-            self.model,
-            self.loader(rows, augment=True, weights=weights, epoch=epoch),
-            self.loss_fn,
-            self.optimizer,
-            device=self.device,
-            set_lr=self.set_lr,
-            epoch=epoch,
-            amp=cfg.amp,
-            grad_clip=cfg.grad_clip,
-            channels_last=cfg.channels_last,
-            progress=bar,
-            soften=self.softener(epoch),
-        )
-
-    def _train_epoch_together(
-        self, epoch: int, rows: list[int], weights: torch.Tensor | None, bar: tqdm
-    ) -> dict[str, float]:
-        """One data-parallel epoch; the figures returned are those of the global batches."""
-        cfg, team = self.cfg, self.team
         loader = self.loader(rows, augment=True, weights=weights, epoch=epoch)
-        own = loader.batch_sampler.real_total
+        own = len(rows) if team is None else loader.batch_sampler.real_total
         bar.reset(total=own)
         stats = train_one_epoch(
             # Made again each epoch: the wrapper syncs only what is trainable when it is made.
-            team.data_parallel(self.model),
+            self.model if team is None else team.data_parallel(self.model),
             loader,
             self.loss_fn,
             self.optimizer,
@@ -450,6 +429,8 @@ class _Fold:
             progress=bar,
             soften=self.softener(epoch),
         )
+        if team is None:
+            return stats
         team.sync_buffers(self.model)
         loss_sum, seen, rate = team.sum([stats["train_loss"] * own, own, stats["images_per_s"]])
         return {**stats, "train_loss": loss_sum / max(1.0, seen), "images_per_s": rate}

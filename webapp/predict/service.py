@@ -366,6 +366,15 @@ def _provenance(job: Job, predictor: Predictor) -> dict[str, Any]:
     }
 
 
+def _verdict(result: SlicePrediction) -> dict[str, Any]:
+    """What a slice's prediction says, as both its slice row and a one-slice result store it."""
+    return {
+        "label": result.label,
+        "uncertain": result.uncertain,
+        "uncertain_reasons": result.uncertain_reasons,
+    }
+
+
 def _slice_result(item: dict[str, Any], result: SlicePrediction, position: int) -> SliceResult:
     return SliceResult(
         position=position,
@@ -377,27 +386,24 @@ def _slice_result(item: dict[str, Any], result: SlicePrediction, position: int) 
         fold_probabilities=result.fold_probabilities,
         fold_std=result.fold_std,
         view_std=result.view_std,
-        label=result.label,
-        uncertain=result.uncertain,
-        uncertain_reasons=result.uncertain_reasons,
         info=item["info"],
+        **_verdict(result),
     )
 
 
 def _slice_row(
     job: Job, predictor: Predictor, item: dict[str, Any], result: SlicePrediction
 ) -> Prediction:
+    slice_result = _slice_result(item, result, 0)
     return Prediction(
         kind="slice",
-        name=item["name"][:300],
-        content_sha256=item["sha256"],
+        name=slice_result.original_name,
+        content_sha256=slice_result.content_sha256,
         operating_point=result.operating_point,
         threshold=result.threshold,
         score=result.probability,
-        label=result.label,
-        uncertain=result.uncertain,
-        uncertain_reasons=result.uncertain_reasons,
-        slices=[_slice_result(item, result, 0)],
+        slices=[slice_result],
+        **_verdict(result),
         **_provenance(job, predictor),
     )
 
