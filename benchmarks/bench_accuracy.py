@@ -1,59 +1,122 @@
-"""One training recipe, end to end, on real data: patient-grouped OOF figures and wall time.
+"""One training recipe, end to end, on real data: out-of-fold figures per source and wall time.
 
-    python benchmarks/bench_accuracy.py --data DIR --preset cpu
-    python benchmarks/bench_accuracy.py --data DIR --preset cpu --set crop_head=true
+    python benchmarks/bench_accuracy.py --data ctich=DIR/ctich --labels DIR/ctich/slice_labels.csv \
+        --data phe-sich=DIR/phe-sich/labels.csv --preset cpu [--baseline ctich]
 
-Trains the recipe's K-fold ensemble with `ml train` (the same code, cache and bundle), then prints
-slice- and patient-level ROC-AUC of the out-of-fold predictions with 95% intervals resampling
-patients, the spread over folds, and the wall time. Thresholds and recipes are judged on these
-OOF figures only. Record every recipe tried, good or bad, in benchmarks/RESULTS.md. The last line
-reads `slice_auc=<x> patient_auc=<y> wall_min=<z>`.
+Trains the recipe's K-fold ensemble with `ml train` (the same code, cache and bundle), then
+prints, out of fold with 95% intervals resampling patients, for each source: slice-level ROC-AUC
+against the labels trained on (slice labels where given) and against the folders, patient-level
+ROC-AUC against the patient labels used (corrected, where a labels file corrects the folders) and
+against the folders (sources with patients of both classes only), the share of lesion slices
+whose Grad-CAM peak lies in the outlined lesion (sources with masks), and the wall time.
+
+`--baseline NAME` then trains the same recipe on that source alone with its folder labels only,
+on the same patients' folds, and prints the same figures: what the better labels were worth.
+Thresholds and recipes are judged on OOF figures only; record every recipe tried, good or bad, in
+benchmarks/RESULTS.md. The last line reads `<source>_patient_auc=<x> ... wall_min=<z>`.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import tempfile
 import time
 from pathlib import Path
 
 from ml import make_config, parse_override, run_training
+from ml.data import Source, parse_sources
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="labelled folder, e.g. ctich")
+    parser.add_argument("--data", action="append", required=True, metavar="[NAME=]PATH")
+    parser.add_argument("--labels", action="append", default=[], type=Path, metavar="CSV")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--baseline", metavar="NAME", help="also train NAME alone on its folders")
     parser.add_argument("--out", type=Path, help="bundle folder to keep (default: a temporary one)")
     args = parser.parse_args()
-    overrides = dict(parse_override(text) for text in args.set)
-    cfg = make_config(args.preset, **overrides)
+    cfg = make_config(args.preset, **dict(parse_override(text) for text in args.set))
+    sources = parse_sources(args.data, args.labels)
+    print(f"recipe: preset={args.preset} {' '.join(args.set)}; sources: {_names(sources)}")
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "bundle"
-        started = time.perf_counter()
-        run_training(args.data, out, cfg, progress=False, resume=args.out is not None)
-        wall = time.perf_counter() - started
-        metrics = json.loads((out / "metrics.json").read_text())
-    recipe = " ".join([f"preset={args.preset}", *args.set])
-    spread = metrics["fold_spread"]["slice_roc_auc"]
-    print(f"recipe: {recipe}")
-    for level in ("slice", "patient"):
-        m = metrics[level]
-        low, high = m["roc_auc_ci95"]
+        metrics, wall = _train(sources, out, cfg, resume=args.out is not None)
+        last = _report(metrics, wall)
+        if args.baseline:
+            [alone] = [s for s in sources if s.name == args.baseline]
+            split = _split_of(out, alone.name, Path(tmp) / "split.csv", several=len(sources) > 1)
+            print(f"\nbaseline: {alone.name} alone, its folder labels only, the same folds")
+            base = Path(tmp) / "baseline"
+            metrics, wall = _train([Source(alone.name, alone.data)], base, cfg, split=split)
+            _report(metrics, wall)
+    print(last)
+
+
+def _names(sources) -> str:
+    return ", ".join(f"{s.name}" + (f" (+{s.labels.name})" if s.labels else "") for s in sources)
+
+
+def _train(sources, out: Path, cfg, *, resume: bool = False, split: Path | None = None):
+    started = time.perf_counter()
+    run_training(sources, out, cfg, progress=False, resume=resume, split_file=split)
+    wall = time.perf_counter() - started
+    return json.loads((out / "metrics.json").read_text()), wall
+
+
+def _split_of(bundle: Path, source: str, target: Path, *, several: bool) -> Path:
+    """The folds of `source`'s patients in `bundle`, as a split file for training it alone."""
+    with (bundle / "oof.csv").open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("source", source) == source]
+    prefix = f"{source}/" if several else ""
+    with target.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "fold"])
+        writer.writerows([r["path"].removeprefix(prefix), r["fold"]] for r in rows)
+    return target
+
+
+def _report(metrics: dict, wall: float) -> str:
+    last = []
+    for source, figures in metrics["by_source"].items():
+        folders = figures.get("against_folders") or {}
+        print(f"{source}:")
         print(
-            f"{level:8s} ROC-AUC {m['roc_auc']:.3f} (95% CI {low:.3f}-{high:.3f}) "
-            f"PR-AUC {m['pr_auc']:.3f} n={m['n']}"
+            f"  slice   ROC-AUC {_auc(figures['slice'])} (labels used: {figures['slice_labels']})"
         )
-    print(
-        f"fold spread of slice ROC-AUC: {spread['min']:.3f}-{spread['max']:.3f} "
-        f"(mean {spread['mean']:.3f}); wall {wall / 60:.1f} min"
-    )
-    print(
-        f"slice_auc={metrics['slice']['roc_auc']:.3f} "
-        f"patient_auc={metrics['patient']['roc_auc']:.3f} wall_min={wall / 60:.1f}"
-    )
+        if folders:
+            print(f"  slice   ROC-AUC {_auc(folders['slice'])} against the folders")
+        if figures.get("patient"):
+            print(f"  patient ROC-AUC {_auc(figures['patient'])}")
+            if folders.get("patient"):
+                print(f"  patient ROC-AUC {_auc(folders['patient'])} against the folders")
+            last.append(f"{source}_patient_auc={figures['patient']['roc_auc']:.3f}")
+        else:
+            print(f"  patient: {figures.get('patient_note')}")
+        last.append(f"{source}_slice_auc={figures['slice']['roc_auc']:.3f}")
+    cam = (metrics.get("cam_in_lesion") or {}).get("by_source", {})
+    for source, figures in cam.items():
+        low, high = figures["peak_in_lesion_ci95"]
+        print(
+            f"{source}: Grad-CAM peak in the lesion on {figures['peak_in_lesion']:.1%} "
+            f"({low:.1%}-{high:.1%}) of {figures['slices']} lesion slices; heat inside "
+            f"{figures['heat_inside']:.1%}, lesion area {figures['lesion_area']:.1%}"
+        )
+        last.append(f"{source}_cam_peak_in_lesion={figures['peak_in_lesion']:.3f}")
+    choice = metrics.get("aggregation_choice")
+    if choice:
+        print(
+            f"patient score: {choice['chosen']} (chosen on OOF among {list(choice['candidates'])})"
+        )
+    print(f"wall {wall / 60:.1f} min")
+    return " ".join([*last, f"wall_min={wall / 60:.1f}"])
+
+
+def _auc(level: dict) -> str:
+    low, high = level["roc_auc_ci95"] or (float("nan"), float("nan"))
+    return f"{level['roc_auc']:.3f} (95% CI {low:.3f}-{high:.3f}), n={level['n']}"
 
 
 if __name__ == "__main__":

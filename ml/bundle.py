@@ -18,6 +18,7 @@ reads metadata only and does not import torch, so the web app can show a model c
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import platform
@@ -76,7 +77,19 @@ class Bundle:
         return [self.fold_weights(k) for k in range(1, self.folds + 1)]
 
     def train_config(self) -> TrainConfig:
-        return config_from_dict(self.config)
+        """The config it was trained with; `study_aggregation: auto` resolved to the rule the
+        run chose on its out-of-fold predictions (patient_thresholds.json)."""
+        cfg = config_from_dict(self.config)
+        if cfg.study_aggregation != "auto":
+            return cfg
+        chosen = self.patient_thresholds().get("aggregation")
+        if chosen in (None, "auto"):
+            raise BundleError(f"{self.path} says study_aggregation auto but records no choice")
+        return dataclasses.replace(cfg, study_aggregation=chosen)
+
+    def patient_thresholds(self) -> dict[str, Any]:
+        path = self.path / "patient_thresholds.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def card(self) -> dict[str, Any]:
         """What a model card shows: identity, recipe, data, honest figures and their caveats."""
@@ -92,7 +105,7 @@ class Bundle:
             "folds": cfg["folds"],
             "epochs": cfg["epochs"],
             "loss": cfg["loss"],
-            "study_aggregation": cfg["study_aggregation"],
+            "study_aggregation": self.train_config().study_aggregation,
             "data": data,
             "metrics": self.metrics,
             "audit_ok": bool(self.audit.get("ok")),

@@ -108,10 +108,23 @@ class TrainConfig:
     hnm_mode: str = _f("false_negatives", "false_negatives | false_positives | both")
     hnm_copies: int = _f(1, "extra copies of each mined example for the remaining epochs")
     hnm_threshold: float = _f(0.5, "probability threshold that defines a mistake when mining")
+    study_label_weight: float = _f(
+        0.25,
+        "loss weight of a slice trained on its patient's positive label because it has no "
+        "slice label of its own, in a run where other slices have one (1 = as a slice label, "
+        "0 = left out); runs without any slice label train every slice at weight 1",
+    )
+    lesion_cam_slices: int = _f(
+        300,
+        "lesion slices with a mask on which the finished run measures whether its Grad-CAM "
+        "points at the lesion, out of fold (0 = skip)",
+    )
     # evaluation
     tta_views: tuple[str, ...] = _f(("identity", "hflip", "vflip"), "test-time views averaged")
     study_aggregation: str = _f(
-        "mean", "patient score from slice scores: mean | max | topk_mean | noisy_or"
+        "mean",
+        "patient score from slice scores: mean | max | topk_mean | noisy_or | auto (the one "
+        "with the best out-of-fold patient ROC-AUC, recorded in the bundle)",
     )
     threshold_policy: str = _f(
         "youden",
@@ -162,7 +175,7 @@ CHOICES = {
     "augment": ("standard", "none"),
     "checkpoint": ("best", "last"),
     "hnm_mode": ("false_negatives", "false_positives", "both"),
-    "study_aggregation": ("mean", "max", "topk_mean", "noisy_or"),
+    "study_aggregation": ("mean", "max", "topk_mean", "noisy_or", "auto"),
     "threshold_policy": ("max_f1", "youden", "sensitivity_at", "specificity_at", "min_cost"),
     "calibration": ("none", "temperature", "platt"),
     "device": ("auto", "cpu", "cuda"),
@@ -191,6 +204,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("pretrained=file needs pretrained_file")
     if not 0.0 <= cfg.label_smoothing < 1.0 or cfg.mixup_alpha < 0:
         raise ValueError("need 0 <= label_smoothing < 1 and mixup_alpha >= 0")
+    if not 0.0 <= cfg.study_label_weight <= 1.0:
+        raise ValueError("study_label_weight must be in [0, 1]")
     if not 0.0 < cfg.focal_alpha < 1.0:
         raise ValueError("focal_alpha must be in (0, 1)")
     for name in ("sensitivity_target", "specificity_target", "uncertainty_share"):

@@ -21,7 +21,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-home-empty-")
 
 from ml.config import make_config
+from ml.data.sources import Source
 from ml.data.synth import write_dataset
+from ml.data.synth_labels import write_lesion_manifest, write_slice_labels
 from ml.train.pipeline import run_training
 from webapp.extensions import db
 
@@ -49,6 +51,37 @@ def tiny_bundle(phantom_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     cache = tmp_path_factory.mktemp("cache")
     cfg = make_config("test")
     run_training(phantom_data, out, cfg, cache_dir=cache, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def two_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A phantom folder with slice labels (as CT-ICH) and a site whose every patient has a
+    lesion, with masks and a `label` per slice (as PHE-SICH)."""
+    root = tmp_path_factory.mktemp("sources")
+    write_dataset(
+        root / "folder", patients=TINY_PATIENTS, slices_per_patient=TINY_SLICES, size=64, seed=2
+    )
+    return {
+        "folder": root / "folder",
+        "labels": write_slice_labels(root / "folder"),
+        "site": write_lesion_manifest(root / "site", patients=6, slices_per_patient=TINY_SLICES),
+    }
+
+
+@pytest.fixture(scope="session")
+def slice_label_bundle(
+    two_sources: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A bundle of the `test` preset trained on both sources with slice labels, the patient
+    score's rule chosen on OOF (`study_aggregation: auto`)."""
+    out = tmp_path_factory.mktemp("bundles") / "slice-labels"
+    sources = [
+        Source("folder", two_sources["folder"], two_sources["labels"]),
+        Source("site", two_sources["site"]),
+    ]
+    cfg = make_config("test", study_aggregation="auto")
+    run_training(sources, out, cfg, cache_dir=tmp_path_factory.mktemp("c"), progress=False)
     return out
 
 

@@ -41,7 +41,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         description="Uses the bundle's operating points and calibrator; tunes nothing.",
     )
     evaluate.add_argument("--bundle", type=Path, required=True, help="bundle folder")
-    evaluate.add_argument("--data", type=Path, help="labelled folder or CSV manifest to score")
+    evaluate.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="labelled folder or CSV manifest to score (repeat for several sources, each "
+        "reported on its own; name them as in training to rescore a holdout)",
+    )
+    evaluate.add_argument(
+        "--labels",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="CSV",
+        help="slice and/or study labels for the --data folder that holds the file",
+    )
     evaluate.add_argument("--holdout", action="store_true", help="the bundle's held-out patients")
     evaluate.add_argument("--out", type=Path, help="report folder (default: reports/BUNDLE/DATA)")
     evaluate.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend")
@@ -134,15 +149,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ml.data.sources import parse_sources
     from ml.evaluate.scoring import evaluate_bundle
 
-    name = args.data.name if args.data else "holdout"
+    sources = parse_sources(args.data, args.labels) if args.data else None
+    name = "+".join(s.name for s in sources) if sources else "holdout"
     out = args.out or Path("reports") / args.bundle.name / (
-        name + ("-holdout" if args.data and args.holdout else "")
+        name + ("-holdout" if sources and args.holdout else "")
     )
     result = evaluate_bundle(
         args.bundle,
-        data=args.data,
+        data=sources,
         holdout=args.holdout,
         out=out,
         backend=args.backend,
@@ -160,7 +177,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"sensitivity {number(at['sensitivity'])} {interval(at['ci95']['sensitivity'])}, "
             f"specificity {number(at['specificity'])} {interval(at['ci95']['specificity'])}"
         )
+    if len(result["by_source"]) > 1:
+        for source, figures in result["by_source"].items():
+            print(f"  {source}: {source_line(figures)}")
     for note in result["notes"]:
         print(f"note: {note}")
     print(f"report written to {out}")
     return 0
+
+
+def source_line(figures: dict) -> str:
+    """One source's ROC-AUCs in a line: slice, patient (or why not), and against the folders."""
+    text = f"slice ROC-AUC {_auc(figures['slice'])}"
+    text += (
+        f", patient {_auc(figures['patient'])}"
+        if figures.get("patient")
+        else f" ({figures.get('patient_note', 'no patient level')})"
+    )
+    folders = figures.get("against_folders")
+    if folders:
+        patient = f", patient {_auc(folders['patient'])}" if folders.get("patient") else ""
+        text += f"; against the folder labels: slice {_auc(folders['slice'])}{patient}"
+    return text
+
+
+def _auc(level: dict) -> str:
+    return f"{number(level['roc_auc'])} ({interval(level['roc_auc_ci95'])})"

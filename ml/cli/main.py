@@ -66,9 +66,27 @@ def _add_data_command(
     )
     parser.add_argument(
         "--data",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="dataset folder (one subfolder per class) or CSV manifest (path plus label, bleed "
+        "and/or patient_bleed[, patient_id, slice, mask]); repeat for several sources, each "
+        "reported on its own",
+    )
+    parser.add_argument(
+        "--labels",
+        action="append",
+        default=[],
         type=Path,
-        required=True,
-        help="dataset folder (one subfolder per class) or CSV manifest (path,label[,patient_id])",
+        metavar="CSV",
+        help="slice and/or study labels (path plus bleed and/or patient_bleed) for the --data "
+        "folder that holds the file; they add slice labels and may correct the folders",
+    )
+    parser.add_argument(
+        "--sources",
+        type=Path,
+        metavar="YAML",
+        help="instead of --data: a list of sources, each {name, data, labels}",
     )
     parser.add_argument(
         "--preset", default="reference", help=f"one of {', '.join(configuration.preset_names())}"
@@ -151,6 +169,15 @@ def config_from_args(args: argparse.Namespace) -> configuration.TrainConfig:
     return configuration.make_config(args.preset, **overrides)
 
 
+def sources_from_args(args: argparse.Namespace) -> list:
+    """The data sources of `--data`/`--labels`, or of `--sources`; each run says its labels."""
+    from ml.data.sources import parse_sources
+
+    if not args.data and not args.sources:
+        raise ValueError("give --data (a folder or manifest; repeat for several) or --sources")
+    return parse_sources(args.data, args.labels, args.sources)
+
+
 def parse_class_map(text: str) -> dict[str, int]:
     """`Normal=0,Bleeding=1` -> {"Normal": 0, "Bleeding": 1}."""
     mapping = {}
@@ -169,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     try:
         run_training(
-            args.data,
+            sources_from_args(args),
             args.out,
             cfg,
             resume=args.resume,
@@ -193,15 +220,18 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     prepared = prepare(
-        args.data,
+        sources_from_args(args),
         cfg,
         strict=args.strict,
         split_file=args.split,
         cache_dir=None if args.no_cache else args.cache_dir,
     )
-    print(
-        json.dumps({"data": prepared.dataset.summary(), "notes": prepared.dataset.notes}, indent=2)
-    )
+    summary = {
+        "data": prepared.dataset.summary(),
+        "labels": prepared.labels_used,
+        "notes": prepared.dataset.notes,
+    }
+    print(json.dumps(summary, indent=2))
     for index, why in prepared.decoded.bad:
         print(f"unreadable: {prepared.dataset.records[index].rel_path}: {why}")
     print(json.dumps(prepared.audit, indent=2))

@@ -12,6 +12,8 @@ __getattr__, __all__ = exports(
     __name__,
     {
         "load_dataset": "ml.data.dataset",
+        "Source": "ml.data.sources",
+        "parse_sources": "ml.data.sources",
         "decode_all": "ml.data.cache",
         "to_square": "ml.data.cache",
         "to_tensor": "ml.data.transforms",

@@ -2,7 +2,18 @@
 
 A dataset is either a folder with one subfolder per class, as users download them
 (`Normal/`, `Stroke/`, or `Normal/`, `Bleeding/`, `Ischemia/` with a binary class map; images
-may sit deeper, e.g. `Bleeding/PNG/`), or a CSV manifest with columns `path,label[,patient_id]`.
+may sit deeper, e.g. `Bleeding/PNG/`), or a CSV manifest with a `path` column and labels.
+
+Labels come at two levels. A slice label says whether this slice shows a lesion; a study label
+says whether the patient has one. A folder gives the study label only (every slice of a patient
+in `Stroke/` is filed as stroke, lesion or not). A manifest may give either or both: `bleed` is
+the slice label and `patient_bleed` the study label; `label` is the study label, except in a
+manifest that also has `patient_bleed` and no `bleed` (as PHE-SICH's labels.csv), where `label`
+is read as the slice label. A `mask` column names a lesion mask per slice. A separate labels file
+(ml.data.labels) can add slice labels to a folder or correct its study labels.
+
+Each record's `label` is what it is trained and scored on: its slice label where known, else its
+study label.
 
 Patients matter more than slices: slices of one patient are near copies of each other, so every
 split is made by patient. The patient id comes from the manifest or from the file name by a
@@ -15,7 +26,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +37,24 @@ LABEL_NAMES = {0: "Normal", 1: "Stroke"}
 @dataclass(frozen=True)
 class SliceRecord:
     path: Path  # absolute path of the file
-    rel_path: str  # path relative to the dataset root, as stored in bundles
-    label: int  # 0 normal, 1 stroke
+    rel_path: str  # path relative to the dataset root (its source's name first, with several)
+    label: int  # what it is trained and scored on: the slice label if known, else the study's
     class_name: str  # folder or manifest label it came from
     patient_id: str
     slice_number: int | None = None
+    study_label: int | None = None  # the patient's label; None: same as `label` (folder data)
+    slice_known: bool = False  # `label` is a real slice label, not the study's
+    folder_label: int | None = None  # what the folder or manifest said; None: same as study
+    source: str = ""  # which data source (several may train together)
+    mask: Path | None = None  # lesion mask, where the source has one
+
+    @property
+    def study(self) -> int:
+        return self.label if self.study_label is None else self.study_label
+
+    @property
+    def folder(self) -> int:
+        return self.study if self.folder_label is None else self.folder_label
 
 
 @dataclass
@@ -50,11 +74,11 @@ class Dataset:
         return [r.patient_id for r in self.records]
 
     def summary(self) -> dict[str, object]:
-        """Counts per class of slices and of patients."""
+        """Slices per label (their slice label where known) and patients per study label."""
         slices = Counter(LABEL_NAMES[r.label] for r in self.records)
         patients: dict[str, set[str]] = {name: set() for name in LABEL_NAMES.values()}
         for r in self.records:
-            patients[LABEL_NAMES[r.label]].add(r.patient_id)
+            patients[LABEL_NAMES[r.study]].add(r.patient_id)
         return {
             "slices": dict(slices),
             "patients": {k: len(v) for k, v in patients.items()},
@@ -76,7 +100,7 @@ def load_dataset(source: Path, class_map: dict[str, int], patient_regex: str) ->
         raise ValueError(f"no image files found under {source}")
     if len({r.label for r in dataset.records}) < 2:
         raise ValueError("the dataset needs slices of both classes (normal and stroke)")
-    dataset.records.sort(key=_order_key)
+    dataset.records.sort(key=record_order)
     _add_notes(dataset)
     return dataset
 
@@ -130,27 +154,105 @@ def _from_manifest(manifest: Path, class_map: dict[str, int], patient_regex: str
     dataset = Dataset(root=root, records=[])
     with manifest.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = {"path", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"manifest {manifest.name} lacks column(s): {', '.join(missing)}")
-        for line, row in enumerate(reader, start=2):
-            label_text = (row.get("label") or "").strip()
-            label = _parse_label(label_text, class_map, manifest.name, line)
-            path = (root / row["path"]).resolve()
-            if not path.is_file():
-                dataset.ignored.append((row["path"], "listed in the manifest but missing"))
-                continue
-            given = (row.get("patient_id") or "").strip() or None
-            dataset.records.append(
-                _record(path, row["path"], label, label_text, given, pattern, dataset)
+        columns = set(reader.fieldnames or [])
+        rows = list(enumerate(reader, start=2))
+    slice_column, study_column = manifest_columns(columns, manifest.name)
+    if slice_column == "label":
+        dataset.notes.append(
+            f"{manifest.name}: `label` read as the slice label (the manifest also has "
+            "patient_bleed, the study label)"
+        )
+    check_unique_paths([(line, row["path"]) for line, row in rows], manifest.name)
+    for line, row in rows:
+        path = (root / row["path"]).resolve()
+        if not path.is_file():
+            dataset.ignored.append((row["path"], "listed in the manifest but missing"))
+            continue
+        where = f"{manifest.name} line {line}"
+        bleed = slice_value(row.get(slice_column) or "", where) if slice_column else None
+        study_text = (row.get(study_column) or "").strip() if study_column else ""
+        study = _parse_label(study_text, class_map, where) if study_column else None
+        given = (row.get("patient_id") or "").strip() or None
+        record = _record(path, row["path"], study, study_text, given, pattern, dataset)
+        number = (row.get("slice") or "").strip()
+        mask = (row.get("mask") or "").strip()
+        dataset.records.append(
+            replace(
+                record,
+                label=bleed if bleed is not None else record.label,
+                slice_known=bleed is not None,
+                study_label=study,
+                slice_number=int(number) if number.isdigit() else record.slice_number,
+                mask=(root / mask).resolve() if mask else None,
             )
+        )
+    if study_column is None:  # slice labels only: a patient is positive if a slice is
+        dataset.records = with_study_from_slices(dataset.records)
     return dataset
+
+
+def manifest_columns(columns: set[str], name: str) -> tuple[str | None, str | None]:
+    """(slice label column, study label column) of a manifest; either may be None."""
+    if "path" not in columns or not columns & {"label", "bleed", "patient_bleed"}:
+        raise ValueError(
+            f"manifest {name} needs a `path` column and labels: `label` (study), `bleed` "
+            "(slice) and/or `patient_bleed` (study)"
+        )
+    if "bleed" in columns:
+        slice_column = "bleed"
+    elif {"label", "patient_bleed"} <= columns:
+        slice_column = "label"
+    else:
+        slice_column = None
+    if "patient_bleed" in columns:
+        return slice_column, "patient_bleed"
+    return slice_column, "label" if "label" in columns and slice_column != "label" else None
+
+
+def slice_value(text: str, where: str) -> int | None:
+    """A slice label: 0 or 1, or None when the cell is empty (not known)."""
+    text = text.strip()
+    if text == "":
+        return None
+    if text in ("0", "1"):
+        return int(text)
+    raise ValueError(f"{where}: slice label {text!r} must be 0, 1 or empty (not known)")
+
+
+def check_unique_paths(rows: list[tuple[int, str]], name: str) -> None:
+    """Refuse a file that lists a path twice, naming the lines."""
+    lines: dict[str, list[int]] = {}
+    for line, path in rows:
+        lines.setdefault(path.strip(), []).append(line)
+    repeated = {path: found for path, found in lines.items() if len(found) > 1}
+    if repeated:
+        listing = "; ".join(
+            f"{path} (lines {', '.join(map(str, found))})"
+            for path, found in list(repeated.items())[:10]
+        )
+        raise ValueError(f"{name}: {len(repeated)} path(s) listed more than once: {listing}")
+
+
+def with_study_from_slices(records: list[SliceRecord]) -> list[SliceRecord]:
+    """Each record's study label from its patient's slice labels (any lesion: positive)."""
+    positive: dict[str, int] = {}
+    for r in records:
+        if r.slice_known:
+            positive[r.patient_id] = max(positive.get(r.patient_id, 0), r.label)
+    return [
+        replace(
+            r,
+            study_label=positive.get(r.patient_id, 0),
+            label=r.label if r.slice_known else positive.get(r.patient_id, 0),
+        )
+        for r in records
+    ]
 
 
 def _record(
     path: Path,
     rel: str,
-    label: int,
+    label: int | None,
     class_name: str,
     patient_id: str | None,
     pattern: re.Pattern[str],
@@ -162,17 +264,15 @@ def _record(
     if patient_id is None:
         dataset.grouped_by_file += 1
         patient_id = f"file:{rel}"
-    return SliceRecord(path, rel, label, class_name, patient_id, number)
+    return SliceRecord(path, rel, 0 if label is None else label, class_name, patient_id, number)
 
 
-def _parse_label(text: str, class_map: dict[str, int], manifest: str, line: int) -> int:
+def _parse_label(text: str, class_map: dict[str, int], where: str) -> int:
     if text in class_map:
         return class_map[text]
     if text in ("0", "1"):
         return int(text)
-    raise ValueError(
-        f"{manifest} line {line}: label {text!r} is neither 0/1 nor one of {', '.join(class_map)}"
-    )
+    raise ValueError(f"{where}: label {text!r} is neither 0/1 nor one of {', '.join(class_map)}")
 
 
 def slice_order(r: SliceRecord) -> tuple[int, list[Any]]:
@@ -185,8 +285,8 @@ def natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _order_key(r: SliceRecord) -> tuple[int, str, int, str]:
-    return (r.label, r.patient_id, r.slice_number or 0, r.rel_path)
+def record_order(r: SliceRecord) -> tuple[str, int, str, int, str]:
+    return (r.source, r.study, r.patient_id, r.slice_number or 0, r.rel_path)
 
 
 def _add_notes(dataset: Dataset) -> None:
@@ -199,9 +299,9 @@ def _add_notes(dataset: Dataset) -> None:
         )
     labels_per_patient: dict[str, set[int]] = {}
     for r in dataset.records:
-        labels_per_patient.setdefault(r.patient_id, set()).add(r.label)
+        labels_per_patient.setdefault(r.patient_id, set()).add(r.study)
     mixed = sorted(p for p, labels in labels_per_patient.items() if len(labels) > 1)
     if mixed:
         dataset.notes.append(
-            f"{len(mixed)} patient(s) have slices in both classes: {', '.join(mixed[:10])}"
+            f"{len(mixed)} patient(s) have slices filed under both classes: {', '.join(mixed[:10])}"
         )

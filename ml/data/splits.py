@@ -37,39 +37,66 @@ def assign_parts(
     folds: int,
     holdout_frac: float,
     seed: int,
+    strata: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Part of each record: 0 = holdout, 1..folds = the fold whose validation set holds it."""
+    """Part of each record: 0 = holdout, 1..folds = the fold whose validation set holds it.
+
+    Holdout and folds are drawn by patient and stratified by the patient's label and, with
+    several sources, by source (`strata`: each record's source), so every fold holds its share
+    of each hospital's positive and negative patients.
+    """
     labels_arr = np.asarray(labels)
     groups_arr = np.asarray(groups)
+    stratum = _patient_strata(labels, groups, strata)
     parts = np.full(len(labels_arr), -1, dtype=int)
-    holdout = _draw_holdout(patient_labels(labels, groups), holdout_frac, seed)
+    holdout = _draw_holdout(stratum, holdout_frac, seed)
     in_holdout = np.isin(groups_arr, sorted(holdout))
     parts[in_holdout] = HOLDOUT
     rest = np.flatnonzero(~in_holdout)
     n_patients = len(set(groups_arr[rest]))
     if n_patients < folds:
         raise ValueError(f"{n_patients} patients cannot fill {folds} folds; use fewer folds")
+    names = sorted(set(stratum.values()))
+    y = np.array([names.index(stratum[g]) for g in groups_arr[rest]])
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     for fold, (_, val) in enumerate(
-        splitter.split(np.zeros(len(rest)), labels_arr[rest], groups_arr[rest]), start=1
+        splitter.split(np.zeros(len(rest)), y, groups_arr[rest]), start=1
     ):
         parts[rest[val]] = fold
     return parts
 
 
-def _draw_holdout(labels_by_patient: dict[str, int], frac: float, seed: int) -> set[str]:
-    """Patients for the holdout, the same fraction of each class (at least one per class)."""
+def _patient_strata(
+    labels: Sequence[int], groups: Sequence[str], strata: Sequence[str] | None
+) -> dict[str, str]:
+    """Each patient's stratum: its source (if given) and its label, e.g. "ctich:1"."""
+    by_patient = patient_labels(labels, groups)
+    if strata is None:
+        return {p: str(y) for p, y in by_patient.items()}
+    source = dict(zip(groups, strata, strict=True))
+    return {p: f"{source[p]}:{y}" for p, y in by_patient.items()}
+
+
+def _draw_holdout(stratum: dict[str, str], frac: float, seed: int) -> set[str]:
+    """Patients for the holdout: the same fraction of each stratum (at least one of each)."""
     if frac <= 0:
         return set()
     rng = np.random.default_rng(seed)
     chosen: set[str] = set()
-    for label in (0, 1):
-        patients = sorted(p for p, y in labels_by_patient.items() if y == label)
+    for name in sorted(set(stratum.values())):
+        patients = sorted(p for p, s in stratum.items() if s == name)
         count = max(1, round(frac * len(patients)))
         if count >= len(patients):
-            raise ValueError(f"holdout_frac {frac} leaves no patient of class {label} to train on")
+            raise ValueError(
+                f"holdout_frac {frac} leaves no patient of {_stratum_words(name)} to train on"
+            )
         chosen.update(rng.choice(patients, size=count, replace=False).tolist())
     return chosen
+
+
+def _stratum_words(name: str) -> str:
+    source, _, label = name.rpartition(":")
+    return f"class {label}" + (f" in {source}" if source else "")
 
 
 def audit(
@@ -101,20 +128,20 @@ def audit(
 def _balance(
     labels: Sequence[int], groups: Sequence[str], parts: Sequence[int]
 ) -> dict[str, dict[str, int]]:
-    """Slices and patients of each class in each part."""
+    """Slices of each label and patients of each class (any positive slice) in each part."""
     table: dict[str, dict[str, int]] = {}
     seen: set[tuple[int, str]] = set()
+    positive = patient_labels(labels, groups)
     for label, group, part in zip(labels, groups, parts, strict=True):
         name = "holdout" if part == HOLDOUT else f"fold_{part}"
         row = table.setdefault(
             name,
             {"normal_slices": 0, "stroke_slices": 0, "normal_patients": 0, "stroke_patients": 0},
         )
-        kind = "stroke" if label else "normal"
-        row[f"{kind}_slices"] += 1
+        row[f"{'stroke' if label else 'normal'}_slices"] += 1
         if (part, group) not in seen:
             seen.add((part, group))
-            row[f"{kind}_patients"] += 1
+            row[f"{'stroke' if positive[group] else 'normal'}_patients"] += 1
     return dict(sorted(table.items()))
 
 

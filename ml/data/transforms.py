@@ -56,7 +56,8 @@ def to_tensor(
 
 
 class SliceDataset(TorchDataset):
-    """Rows of a cached image array with their labels; `rows` may repeat (oversampling, mining)."""
+    """Rows of a cached image array with their labels and loss weights; `rows` may repeat
+    (oversampling, mining). Items are (image, label, weight); the weight is 1 unless given."""
 
     def __init__(
         self,
@@ -68,14 +69,16 @@ class SliceDataset(TorchDataset):
         mean: Sequence[float],
         std: Sequence[float],
         augment: A.Compose | None = None,
+        weights: np.ndarray | None = None,
     ) -> None:
         self.images, self.labels, self.rows = images, labels, list(rows)
+        self.weights = weights
         self.in_chans, self.mean, self.std, self.augment = in_chans, mean, std, augment
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         row = self.rows[index]
         image = np.asarray(self.images[row])
         if self.augment is not None:
@@ -83,4 +86,5 @@ class SliceDataset(TorchDataset):
             if image.ndim == 2:
                 image = image[..., None]
         label = torch.tensor(float(self.labels[row]))
-        return to_tensor(image, self.in_chans, self.mean, self.std), label
+        weight = torch.tensor(1.0 if self.weights is None else float(self.weights[row]))
+        return to_tensor(image, self.in_chans, self.mean, self.std), label, weight

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ml.config import TrainConfig
-from ml.evaluate.numbers import number
+from ml.data.sources import describe_labels
+from ml.evaluate.numbers import interval, number, percent
 from ml.evaluate.report import oof_table
 from ml.metrics.thresholds import OperatingPoint
 
@@ -53,6 +54,9 @@ def render(
         f"- Source: {data.get('source_name')} (content fingerprint {data.get('fingerprint')})",
         f"- Slices: {_pairs(data['slices'])}; patients: {_pairs(data['patients'])}",
         f"- Unreadable files skipped: {data.get('unreadable_files', 0)}",
+        "",
+        "## Labels (trained and scored on)",
+        *label_lines(summary),
         "",
         "## Split",
         f"- Patient-grouped stratified {cfg.folds}-fold cross-validation (seed {cfg.seed})"
@@ -141,6 +145,34 @@ def render(
         *[f"- {text}" for text in notes],
     ]
     return "\n".join(lines) + "\n"
+
+
+def label_lines(summary: dict[str, Any]) -> list[str]:
+    """Which labels each source brought, and the rule that turns slices into a patient score."""
+    lines = [f"- {line.strip()}" for line in describe_labels(summary.get("labels") or [])]
+    if not lines:
+        lines = ["- Labels from the class folders (each slice carries its patient's label)"]
+    lines.append(
+        "- Slices are trained and scored on their slice label where one is given, else on their "
+        "patient's label; patients on their patient label"
+    )
+    cam = summary.get("cam_in_lesion")
+    for source, figures in (cam or {}).get("by_source", {}).items():
+        lines.append(
+            f"- Grad-CAM against the lesion masks of {source} ({figures['slices']} lesion slices, "
+            f"out of fold): the hottest pixel lies in the lesion on "
+            f"{percent(figures['peak_in_lesion'])} ({interval(figures['peak_in_lesion_ci95'])}); "
+            f"{percent(figures['heat_inside'])} of the heat falls inside the lesion, which covers "
+            f"{percent(figures['lesion_area'])} of the image"
+        )
+    choice = summary.get("aggregation_choice")
+    if choice:
+        tried = ", ".join(f"{name} {number(value)}" for name, value in choice["candidates"].items())
+        lines.append(
+            f"- Patient score: {choice['chosen']} of the slice scores, chosen on "
+            f"{choice['chosen_on']} ({tried})"
+        )
+    return lines
 
 
 def _signed(value: float | None) -> str:

@@ -9,7 +9,9 @@ import numpy as np
 
 from ml.config import TrainConfig
 from ml.data import splits
+from ml.data.sources import describe_labels
 from ml.evaluate.numbers import interval, number
+from ml.evaluate.scored import Scored, patient_rows
 from ml.metrics import scores as metrics
 
 
@@ -64,14 +66,18 @@ def summarise(
     cv = parts > 0
     labels = prepared.labels
     groups = np.array([r.patient_id for r in prepared.records])
+    sources = np.array([r.source for r in prepared.records])
     slice_fig = level_figures(labels[cv], oof[cv], groups[cv], cfg.seed)
-    patients, p_labels, p_scores = metrics.patient_scores(
-        groups[cv], labels[cv], oof[cv], cfg.study_aggregation
+    patients, p_labels, p_scores = _patients(
+        groups[cv], labels[cv], oof[cv], sources[cv], cfg.study_aggregation
     )
     patient_fig = level_figures(p_labels, p_scores, patients, cfg.seed)
     patient_fig["aggregation"] = cfg.study_aggregation
+    if len(set(sources.tolist())) > 1:
+        kept = sources[cv][patient_rows(list(groups[cv]), labels[cv], list(sources[cv]))]
+        patient_fig["sources"] = sorted(set(kept.tolist()))
     slice_threshold, patient_threshold = active["slice_threshold"], active["patient_threshold"]
-    folds = [_fold_figures(r, labels, groups, parts, oof, cfg) for r in results]
+    folds = [_fold_figures(r, labels, groups, sources, parts, oof, cfg) for r in results]
     summary = {
         "evaluation": f"out-of-fold predictions, patient-grouped {len(results)}-fold CV",
         "checkpoint_selection": selection_note(cfg),
@@ -88,12 +94,75 @@ def summarise(
         ),
         "at_0.5": _at(labels[cv], oof[cv], p_labels, p_scores, 0.5, 0.5),
         "holdout": None,
+        "by_source": by_source(
+            Scored.of_records([r for r, k in zip(prepared.records, cv, strict=True) if k], oof[cv]),
+            cfg.study_aggregation,
+            cfg.seed,
+        ),
     }
     if holdout is not None:
         summary["holdout"] = _holdout_figures(
             prepared, holdout, cfg, slice_threshold, patient_threshold
         )
     return summary
+
+
+def by_source(scored: Scored, aggregation: str, seed: int) -> dict[str, Any]:
+    """Each source on its own: slice figures, patient figures where the source has patients of
+    both classes, and the same against the folder labels where those differ from the labels
+    used (e.g. CT-ICH's four misfiled patients, or slice labels in place of the folders')."""
+    sources = np.array(scored.sources or [""] * len(scored.paths))
+    found = {}
+    for source in sorted(set(sources.tolist())):
+        part = scored.subset(np.flatnonzero(sources == source))
+        study = part.study_labels if part.study_labels is not None else _max_per_patient(part)
+        figures = _label_figures(part, part.labels, study, aggregation, seed)
+        known = int(part.slice_known.sum()) if part.slice_known is not None else 0
+        figures["slice_labels"] = f"{known} of {len(part.paths)} slices"
+        folder = part.folder_labels
+        if folder is not None and not (
+            np.array_equal(folder, part.labels) and np.array_equal(folder, study)
+        ):
+            against = _label_figures(part, folder, folder, aggregation, seed)
+            if against["slice"]["roc_auc"] is not None:  # not when the folder is one class
+                figures["against_folders"] = against
+        found[source] = figures
+    return found
+
+
+def _max_per_patient(scored: Scored) -> np.ndarray:
+    positive: dict[str, int] = {}
+    for patient, label in zip(scored.patients, scored.labels, strict=True):
+        positive[patient] = max(positive.get(patient, 0), int(label))
+    return np.array([positive[p] for p in scored.patients])
+
+
+def _label_figures(
+    scored: Scored, slice_labels: np.ndarray, study: np.ndarray, aggregation: str, seed: int
+) -> dict[str, Any]:
+    """Slice figures against `slice_labels`; patient figures against `study` (per slice)."""
+    figures: dict[str, Any] = {
+        "slice": level_figures(slice_labels, scored.probabilities, scored.patients, seed)
+    }
+    by_patient = dict(zip(scored.patients, study.tolist(), strict=True))
+    if len(set(by_patient.values())) < 2:
+        figures["patient"] = None
+        figures["patient_note"] = "all its patients have one label: counted at slice level only"
+        return figures
+    patients, _, p_scores = metrics.patient_scores(
+        scored.patients, slice_labels, scored.probabilities, aggregation
+    )
+    p_labels = np.array([by_patient[p] for p in patients])
+    figures["patient"] = level_figures(p_labels, p_scores, patients, seed)
+    return figures
+
+
+def _patients(groups, labels, scores, sources, aggregation: str):
+    """Patient labels and scores over the sources that have patients of both classes."""
+    rows = patient_rows(list(groups), np.asarray(labels), list(sources))
+    return metrics.patient_scores(
+        np.asarray(groups)[rows], np.asarray(labels)[rows], np.asarray(scores)[rows], aggregation
+    )
 
 
 def checkpoint_check(cfg: TrainConfig, prepared: Any, results: list) -> dict[str, Any] | None:
@@ -106,14 +175,15 @@ def checkpoint_check(cfg: TrainConfig, prepared: Any, results: list) -> dict[str
         return None
     parts, labels = prepared.parts, prepared.labels
     groups = np.array([r.patient_id for r in prepared.records])
+    sources = np.array([r.source for r in prepared.records])
     cv = parts > 0
 
     def pooled(epoch_of: Callable[[Any], int]) -> dict[str, float | None]:
         scores = np.full(len(labels), np.nan)
         for r in results:
             scores[parts == r.fold] = r.epoch_val_probabilities[epoch_of(r)]
-        _, p_labels, p_scores = metrics.patient_scores(
-            groups[cv], labels[cv], scores[cv], cfg.study_aggregation
+        _, p_labels, p_scores = _patients(
+            groups[cv], labels[cv], scores[cv], sources[cv], cfg.study_aggregation
         )
         return {
             "slice_roc_auc": _safe(metrics.roc_auc, labels[cv], scores[cv]),
@@ -143,10 +213,10 @@ def _at(y, p, py, pp, slice_threshold, patient_threshold) -> dict[str, Any]:
     }
 
 
-def _fold_figures(result, labels, groups, parts, oof, cfg: TrainConfig) -> dict[str, Any]:
+def _fold_figures(result, labels, groups, sources, parts, oof, cfg) -> dict[str, Any]:
     mask = parts == result.fold
-    patients, p_labels, p_scores = metrics.patient_scores(
-        groups[mask], labels[mask], oof[mask], cfg.study_aggregation
+    patients, p_labels, p_scores = _patients(
+        groups[mask], labels[mask], oof[mask], sources[mask], cfg.study_aggregation
     )
     return {
         "fold": result.fold,
@@ -165,8 +235,9 @@ def _holdout_figures(prepared, holdout, cfg, slice_threshold, patient_threshold)
     mask = prepared.parts == splits.HOLDOUT
     labels = prepared.labels[mask]
     groups = np.array([r.patient_id for r in prepared.records])[mask]
-    patients, p_labels, p_scores = metrics.patient_scores(
-        groups, labels, holdout, cfg.study_aggregation
+    sources = np.array([r.source for r in prepared.records])[mask]
+    patients, p_labels, p_scores = _patients(
+        groups, labels, holdout, sources, cfg.study_aggregation
     )
     return {
         "note": "ensemble mean of the fold models; thresholds were chosen on OOF, not here",
@@ -227,6 +298,7 @@ def render(cfg: TrainConfig, prepared: Any, results: list, summary: dict[str, An
     ]
     lines += [f"- Ignored: `{path}` ({why})" for path, why in prepared.dataset.ignored]
     lines += [f"- Note: {note}" for note in prepared.dataset.notes]
+    lines += [f"- Labels: {line.strip()}" for line in describe_labels(prepared.labels_used)]
     lines += [
         "",
         "## Split and leakage audit",
@@ -299,4 +371,38 @@ def oof_table(summary: dict[str, Any]) -> list[str]:
         "",
         f"Fold spread of the slice ROC-AUC: {number(spread['min'])} to {number(spread['max'])} "
         f"(mean {number(spread['mean'])}, sd {number(spread['std'])}).",
+        *source_table(summary.get("by_source") or {}),
     ]
+
+
+def source_table(by_source: dict[str, Any]) -> list[str]:
+    """Each source's figures on its own, and against its folder labels where those differ."""
+    if len(by_source) < 2 and not any("against_folders" in f for f in by_source.values()):
+        return []
+    lines = [
+        "",
+        "Each source on its own (ROC-AUC, 95% CI; patients only where a source has both classes):",
+        "",
+        "| source | slices | slice ROC-AUC | patients | patient ROC-AUC | against folder labels |",
+        "|---|---|---|---|---|---|",
+    ]
+    for source, figures in by_source.items():
+        patient = figures.get("patient")
+        folders = figures.get("against_folders")
+        lines.append(
+            f"| {source} | {figures['slice']['n']} | {_auc(figures['slice'])} | "
+            f"{patient['n'] if patient else '-'} | "
+            f"{_auc(patient) if patient else 'slice level only'} | "
+            f"{_folder_words(folders) if folders else 'the same labels'} |"
+        )
+    return lines
+
+
+def _auc(level: dict[str, Any]) -> str:
+    return f"{number(level['roc_auc'])} ({interval(level['roc_auc_ci95'])})"
+
+
+def _folder_words(figures: dict[str, Any]) -> str:
+    patient = figures.get("patient")
+    text = f"slice {_auc(figures['slice'])}"
+    return text + (f", patient {_auc(patient)}" if patient else "")

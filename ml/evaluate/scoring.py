@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ml.evaluate import figures as plots
-from ml.evaluate.report import level_figures
+from ml.evaluate.report import by_source, level_figures
 from ml.evaluate.scored import Scored, read_rows, scored_from_rows, with_intervals
 from ml.metrics import calibration
 from ml.metrics import scores as metrics
@@ -70,6 +70,7 @@ def write_report(
         "slice": level_report(y, p, scored.patients, slice_points, seed),
         "patient": level_report(patient_y, patient_p, patients, patient_points, seed),
         "aggregation": aggregation,
+        "by_source": by_source(scored, aggregation, seed),
         "calibration": _calibration(scored, calibrator),
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -77,11 +78,6 @@ def write_report(
     slice_active = find_point(slice_points, active[0])
     patient_active = find_point(patient_points, active[1])
     figures = {
-        "roc_slice": plots.roc_figure(y, p, points=_thresholds(slice_points), title="ROC, slices"),
-        "roc_patient": plots.roc_figure(
-            patient_y, patient_p, points=_thresholds(patient_points), title="ROC, patients"
-        ),
-        "pr_slice": plots.pr_figure(y, p, points=_thresholds(slice_points), title="PR, slices"),
         "confusion_slice": plots.confusion_figure(
             result["slice"]["operating_points"][slice_active.name],
             title=f"Slices at {slice_active.name} (threshold {slice_active.threshold:.3f})",
@@ -98,8 +94,20 @@ def write_report(
             result["calibration"]["after"]["reliability"],
             title=f"Reliability, slices ({calibrator.method} calibration)",
         ),
-        "thresholds_slice": plots.threshold_figure(y, p, points=_thresholds(slice_points)),
     }
+    # Curves need both classes: a site whose every patient is positive has no patient ROC.
+    if len(set(y.tolist())) == 2:
+        figures["roc_slice"] = plots.roc_figure(
+            y, p, points=_thresholds(slice_points), title="ROC, slices"
+        )
+        figures["pr_slice"] = plots.pr_figure(
+            y, p, points=_thresholds(slice_points), title="PR, slices"
+        )
+        figures["thresholds_slice"] = plots.threshold_figure(y, p, points=_thresholds(slice_points))
+    if len(set(patient_y.tolist())) == 2:
+        figures["roc_patient"] = plots.roc_figure(
+            patient_y, patient_p, points=_thresholds(patient_points), title="ROC, patients"
+        )
     plots.write_figures(out, figures)
     return result
 
@@ -156,7 +164,7 @@ def _thresholds(points: Sequence[OperatingPoint]) -> dict[str, float]:
 def evaluate_bundle(
     bundle_path: Path,
     *,
-    data: Path | None,
+    data: Path | list | None,
     holdout: bool,
     out: Path,
     backend: str = "auto",
@@ -165,9 +173,11 @@ def evaluate_bundle(
 ) -> dict[str, Any]:
     """Score labelled slices with the full ensemble and write a report; never tunes anything.
 
-    `data` alone: an independent labelled folder. `holdout` alone: the bundle's stored holdout
+    `data` alone: an independent labelled folder or manifest, or several sources
+    (ml.data.sources), each reported on its own too. `holdout` alone: the bundle's stored holdout
     predictions. Both: the holdout's files are scored again from `data`.
     """
+    from ml.data.sources import as_sources
     from ml.infer.predictor import Predictor
 
     if data is None and not holdout:
@@ -178,13 +188,16 @@ def evaluate_bundle(
     if holdout and stored_holdout is None:
         raise ValueError(f"{bundle.path} has no holdout.csv: it was trained without a holdout")
     notes: list[str] = []
+    seen = 0
     if data is None:
         scored = scored_from_rows(stored_holdout)
         source = "the bundle's holdout (stored ensemble predictions)"
     else:
-        scored, notes = _score_folder(predictor, data, stored_holdout, batch_size)
-        source = f"{'holdout slices of ' if holdout else ''}{Path(data).name}"
-    seen = _seen_in_training(bundle.path, data, scored) if data is not None else 0
+        sources = as_sources(data)
+        scored, files, notes = _score_sources(predictor, sources, stored_holdout, batch_size)
+        names = " + ".join(s.name for s in sources)
+        source = f"{'holdout slices of ' if holdout else ''}{names}"
+        seen = _seen_in_training(bundle.path, files)
     if seen:
         notes.append(
             f"{seen} of these slices were used in training (their files match oof.csv): "
@@ -212,18 +225,25 @@ def evaluate_bundle(
     return result
 
 
-def _score_folder(predictor, data: Path, holdout_rows, batch_size: int):
-    """Ensemble probabilities for a labelled folder; unreadable files are skipped and noted."""
-    from ml.data.dataset import load_dataset
+def _score_sources(predictor, sources: list, holdout_rows, batch_size: int):
+    """Ensemble probabilities for labelled sources; unreadable files are skipped and noted.
+
+    Returns the scored slices, the files they were read from, and the notes.
+    """
     from ml.data.readers import UnreadableImage
+    from ml.data.sources import load_sources
 
     cfg = predictor.cfg
-    records = load_dataset(Path(data), cfg.class_map, cfg.patient_regex).records
+    records = load_sources(sources, cfg.class_map, cfg.patient_regex)[0].records
     if holdout_rows is not None:
         wanted = {row["path"] for row in holdout_rows}
         records = [r for r in records if r.rel_path in wanted]
         if len(records) != len(wanted):
-            raise ValueError(f"{len(wanted) - len(records)} holdout slices are missing from {data}")
+            missing = len(wanted) - len(records)
+            raise ValueError(
+                f"{missing} holdout slices are missing from the data given: pass the sources "
+                "the bundle was trained on, with the same names"
+            )
     kept, prepared, notes = [], [], []
     for record in records:
         try:
@@ -236,13 +256,7 @@ def _score_folder(predictor, data: Path, holdout_rows, batch_size: int):
     for start in range(0, len(prepared), batch_size):
         batch = predictor.predict_prepared(prepared[start : start + batch_size])
         probabilities += [p.probability for p in batch]
-    scored = Scored(
-        paths=[r.rel_path for r in kept],
-        patients=[r.patient_id for r in kept],
-        labels=np.array([r.label for r in kept]),
-        probabilities=np.array(probabilities),
-    )
-    return scored, notes
+    return Scored.of_records(kept, np.array(probabilities)), [r.path for r in kept], notes
 
 
 def _in_context(predictor, records, prepared):
@@ -263,8 +277,9 @@ def _in_context(predictor, records, prepared):
     return result
 
 
-def _seen_in_training(bundle_path: Path, data: Path, scored: Scored) -> int:
+def _seen_in_training(bundle_path: Path, files: list[Path]) -> int:
+    """How many of the scored files the bundle trained on (by content, wherever they lie)."""
     from ml.hashing import sha256_file
 
     trained = {row["sha256"] for row in read_rows(Path(bundle_path) / "oof.csv") or []}
-    return sum(sha256_file(Path(data) / p) in trained for p in scored.paths)
+    return sum(sha256_file(path) in trained for path in files)

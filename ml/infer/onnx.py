@@ -8,6 +8,7 @@ change, and a stale export (weights changed since) is never used.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 from pathlib import Path
@@ -106,9 +107,7 @@ def _export_one(model: torch.nn.Module, example: torch.Tensor, target: Path) -> 
 def _check_sources(data: Path | None, count: int, size: int) -> tuple[list, str]:
     """Real slices from a data folder when given, else CT phantoms (a realistic-looking input)."""
     if data is not None:
-        files = sorted(
-            p for p in Path(data).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        files = _listed(Path(data))
         if not files:
             raise FileNotFoundError(f"no PNG, JPEG or DICOM files under {data}")
         step = max(1, len(files) // count)
@@ -125,3 +124,14 @@ def _check_sources(data: Path | None, count: int, size: int) -> tuple[list, str]
         Image.fromarray(window_to_uint8(phantom.hu, *BRAIN_WINDOW)).save(buffer, format="PNG")
         sources.append(buffer.getvalue())
     return sources, f"{count} synthetic CT phantom slices"
+
+
+def _listed(data: Path) -> list[Path]:
+    """The image files of a data folder, or those a CSV manifest lists (relative to its folder)."""
+    if data.suffix.lower() == ".csv":
+        with data.open(newline="") as handle:
+            listed = [
+                data.parent / row["path"] for row in csv.DictReader(handle) if row.get("path")
+            ]
+        return sorted(p for p in listed if p.is_file())
+    return sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,17 @@ from ml.evaluate import model_card, report
 from ml.evaluate.scored import Scored
 from ml.evaluate.scoring import write_report
 from ml.metrics import calibration, thresholds
+from ml.metrics import scores as metrics
 from ml.metrics.thresholds import find_point
 from ml.runtime import pick_device
 
+# `label` is what the slice was trained and is scored on (its slice label where known, else its
+# study's); `study_label` the patient's, `folder_label` what its folder said, `slice_known`
+# whether `label` is a real slice label.
+PREDICTION_COLUMNS = (
+    "path", "patient_id", "fold", "label", "probability", "sha256",
+    "source", "study_label", "folder_label", "slice_known",
+)  # fmt: skip
 SPREAD_SAMPLE = 256  # OOF slices scored by every fold model to size the disagreement flag
 
 
@@ -45,6 +54,7 @@ def write_bundle(
         _write_predictions(out / "holdout.csv", records, hashes, parts, holdout_rows, holdout)
 
     scored = _scored(records, parts, cv_rows, oof[cv_rows], folds=True)
+    cfg, aggregation_choice = choose_aggregation(cfg, scored)
     slice_points, patient_points, active = _operating_points(cfg, scored)
     thresholds.write_thresholds(out / "thresholds.json", slice_points, active[0], level="slice")
     thresholds.write_thresholds(
@@ -71,6 +81,9 @@ def write_bundle(
             "chosen_on": thresholds.CHOSEN_ON,
         },
     )
+    summary["aggregation_choice"] = aggregation_choice
+    summary["labels"] = prepared.labels_used
+    summary["cam_in_lesion"] = _lesion_cam(out, cfg, prepared, results)
     _write_json(out / "metrics.json", summary)
     report_options = {
         "slice_points": slice_points,
@@ -131,6 +144,26 @@ def write_bundle(
     )
 
 
+def choose_aggregation(cfg: TrainConfig, scored: Scored) -> tuple[TrainConfig, dict | None]:
+    """With `study_aggregation: auto`, the rule whose out-of-fold patient ROC-AUC is highest
+    (ties: the first of AGGREGATIONS). It is chosen on the same predictions its figures are then
+    reported on, a small optimism with four candidates; the card says so."""
+    if cfg.study_aggregation != "auto":
+        return cfg, None
+    candidates = {}
+    for method in metrics.AGGREGATIONS:
+        _, y, p = scored.patient_level(method)
+        candidates[method] = metrics.roc_auc(y, p) if len(set(y.tolist())) == 2 else None
+    scored_ones = {m: v for m, v in candidates.items() if v is not None}
+    chosen = max(scored_ones, key=scored_ones.get) if scored_ones else "mean"
+    choice = {
+        "chosen": chosen,
+        "chosen_on": "out-of-fold patient ROC-AUC (the figures below are on the same patients)",
+        "candidates": candidates,
+    }
+    return replace(cfg, study_aggregation=chosen), choice
+
+
 def _operating_points(cfg: TrainConfig, scored: Scored):
     """All standard points at slice and at patient level, written to the bundle."""
     options = {
@@ -140,7 +173,10 @@ def _operating_points(cfg: TrainConfig, scored: Scored):
     }
     slice_points = thresholds.standard_points(scored.labels, scored.probabilities, **options)
     _, patient_y, patient_p = scored.patient_level(cfg.study_aggregation)
-    patient_points = thresholds.standard_points(patient_y, patient_p, **options)
+    if len(set(patient_y.tolist())) == 2:
+        patient_points = thresholds.standard_points(patient_y, patient_p, **options)
+    else:  # e.g. trained on a site whose every patient is positive: nothing to choose on
+        patient_points = slice_points
     active = (_active_name(slice_points, cfg), _active_name(patient_points, cfg))
     return slice_points, patient_points, active
 
@@ -195,12 +231,34 @@ def _fold_spreads(out: Path, cfg: TrainConfig, prepared: Any, results: list) -> 
     return np.std(np.stack(per_fold), axis=0)
 
 
+def _lesion_cam(out: Path, cfg: TrainConfig, prepared: Any, results: list) -> dict | None:
+    """Grad-CAM against the lesion masks, out of fold (ml.explain.lesion)."""
+    from ml.explain.lesion import cam_in_lesion
+    from ml.models.loading import load_fold_models
+
+    if not any(r.mask is not None for r in prepared.records) or cfg.lesion_cam_slices <= 0:
+        return None
+    weights = [out / f"fold_{r.fold}.safetensors" for r in results]
+    models = dict(zip([r.fold for r in results], load_fold_models(weights, cfg), strict=True))
+    kept_frames = prepared.decoded.frames
+    return cam_in_lesion(
+        models,
+        prepared.images,
+        prepared.records,
+        prepared.parts,
+        kept_frames,
+        in_chans=cfg.in_chans,
+        mean=results[0].mean,
+        std=results[0].std,
+        limit=cfg.lesion_cam_slices,
+        seed=cfg.seed,
+    )
+
+
 def _scored(records, parts, rows, probabilities, *, folds: bool) -> Scored:
-    return Scored(
-        paths=[records[i].rel_path for i in rows],
-        patients=[records[i].patient_id for i in rows],
-        labels=np.array([records[i].label for i in rows]),
-        probabilities=np.asarray(probabilities, dtype=float),
+    return Scored.of_records(
+        [records[i] for i in rows],
+        probabilities,
         folds=[str(int(parts[i])) for i in rows] if folds else None,
     )
 
@@ -209,7 +267,7 @@ def _data_summary(prepared: Any) -> dict[str, Any]:
     data = prepared.dataset.summary()
     data.update(
         {
-            "source_name": prepared.dataset.root.name,
+            "source_name": " + ".join(sorted({r.source for r in prepared.records})),
             "fingerprint": prepared.fingerprint,
             "unreadable_files": len(prepared.decoded.bad),
         }
@@ -221,12 +279,23 @@ def _write_predictions(path: Path, records, hashes, parts, rows, probabilities) 
     """One row per slice; the file's sha256 lets `ml evaluate` spot slices seen in training."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["path", "patient_id", "fold", "label", "probability", "sha256"])
+        writer.writerow(PREDICTION_COLUMNS)
         for row, probability in zip(rows, probabilities, strict=True):
             r = records[row]
             fold = "holdout" if parts[row] == splits.HOLDOUT else int(parts[row])
             writer.writerow(
-                [r.rel_path, r.patient_id, fold, r.label, repr(float(probability)), hashes[row]]
+                [
+                    r.rel_path,
+                    r.patient_id,
+                    fold,
+                    r.label,
+                    repr(float(probability)),
+                    hashes[row],
+                    r.source,
+                    r.study,
+                    r.folder,
+                    int(r.slice_known),
+                ]
             )
 
 

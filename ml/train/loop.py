@@ -57,6 +57,7 @@ class FoldData:
     val_rows: list[int]
     holdout_rows: list[int] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)  # patient per row; empty when unknown
+    weights: np.ndarray | None = None  # loss weight per row; None: all 1
 
 
 @dataclass
@@ -240,14 +241,15 @@ def train_one_epoch(
     share = loader.batch_sampler if isinstance(loader.batch_sampler, RankShare) else None
     total_loss, seen, lr = 0.0, 0, 0.0
     start = time.perf_counter()
-    for step, (images, labels) in enumerate(loader):
+    for step, (images, labels, weights) in enumerate(loader):
         lr = set_lr(epoch + step / len(loader))
         if soften is not None:  # on the host batch, before the memory format is set
-            images, labels = soften(images, labels)
+            images, labels = soften(images, labels)  # a blend keeps its own image's weight
         images = _to_device(images, device, channels_last)
         labels = labels.to(device, non_blocking=True)
+        weights = weights.to(device, non_blocking=True)
         with _autocast(device, amp):
-            loss = loss_fn(model(images), labels)
+            loss = weighted(loss_fn, model(images), labels, weights)
         counted, scaled = len(labels), loss
         if share is not None:
             counted, scaled = share.real_size(step), loss * share.loss_weight(step)
@@ -268,6 +270,16 @@ def train_one_epoch(
             progress.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{rate:.1f}")
     elapsed = time.perf_counter() - start
     return {"train_loss": total_loss / max(1, seen), "images_per_s": seen / elapsed, "lr": lr}
+
+
+def weighted(
+    loss_fn: torch.nn.Module, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """The loss of a batch, each sample counted by its weight (the batch mean when all are 1)."""
+    if bool((weights == 1).all()):
+        return loss_fn(logits, targets)
+    per_sample = loss_fn(logits, targets, reduction="none")
+    return (per_sample * weights).sum() / weights.sum().clamp_min(1e-8)
 
 
 def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -291,7 +303,7 @@ def evaluate(
     probabilities = []
     precision = _autocast(device, amp) if amp or device.type != "cuda" else exact_float32()
     with precision:
-        for images, _ in loader:
+        for images, *_ in loader:
             images = _to_device(images, device, channels_last)
             batch = torch.stack([torch.sigmoid(model(t(images)).float()) for t in transforms])
             probabilities.append(batch.mean(dim=0).reshape(-1).cpu())
@@ -373,6 +385,7 @@ class _Fold:
             mean=self.built.mean,
             std=self.built.std,
             augment=build_augment(cfg.augment, augment_seed) if augment else None,
+            weights=self.data.weights,
         )
         return make_loader(
             dataset,
@@ -499,7 +512,8 @@ def train_fold(
                     val_probabilities,
                     fold.loss_fn,
                     [data.groups[i] for i in data.val_rows] if data.groups else None,
-                    cfg.study_aggregation,
+                    # "auto" is chosen once every fold is done; the log reads the mean until then
+                    "mean" if cfg.study_aggregation == "auto" else cfg.study_aggregation,
                 )
                 bar.set_postfix(
                     loss=f"{stats['train_loss']:.4f}",

@@ -24,14 +24,17 @@ class FocalLoss(nn.Module):
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}")
         self.alpha, self.gamma, self.reduction = alpha, gamma, reduction
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, reduction: str | None = None
+    ) -> torch.Tensor:
+        """The loss, reduced by `reduction` when given (e.g. "none" for per-sample weights)."""
         logits = logits.reshape(-1).float()
         targets = targets.reshape(-1).float()
         log_p_t = -F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         p_t = log_p_t.exp()
         alpha_t = self.alpha * targets + (1.0 - self.alpha) * (1.0 - targets)
         loss = -alpha_t * (1.0 - p_t).pow(self.gamma) * log_p_t
-        return _reduce(loss, self.reduction)
+        return _reduce(loss, reduction or self.reduction)
 
 
 class BCELoss(nn.Module):
@@ -43,14 +46,17 @@ class BCELoss(nn.Module):
             raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}")
         self.pos_weight, self.reduction = pos_weight, reduction
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, reduction: str | None = None
+    ) -> torch.Tensor:
+        """The loss, reduced by `reduction` when given (e.g. "none" for per-sample weights)."""
         logits = logits.reshape(-1).float()
         targets = targets.reshape(-1).float()
         weight = torch.tensor(self.pos_weight, device=logits.device)
         loss = F.binary_cross_entropy_with_logits(
             logits, targets, pos_weight=weight, reduction="none"
         )
-        return _reduce(loss, self.reduction)
+        return _reduce(loss, reduction or self.reduction)
 
 
 def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:

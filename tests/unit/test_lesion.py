@@ -1,0 +1,48 @@
+"""ml.explain.lesion: a lesion mask carried into the network's frame lands on the lesion, and the
+two figures (peak inside, heat inside) are what they say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml.data.cache import network_frame
+from ml.data.synth import BRAIN_WINDOW, phantom_patient, window_to_uint8
+from ml.explain.lesion import hit, mask_in_frame
+
+
+def test_the_mask_lands_on_the_lesion_after_the_head_crop(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    stack = phantom_patient(rng, n_slices=6, size=256, stroke=True)
+    phantom = max(stack, key=lambda s: s.lesion_mask.sum())
+    pixels = window_to_uint8(phantom.hu, *BRAIN_WINDOW)[..., None]
+    # Off-centre in a larger field of view, so the crop and the padding both move it.
+    canvas = np.zeros((320, 400, 1), np.uint8)
+    canvas[40:296, 120:376] = pixels
+    mask = np.zeros((320, 400), bool)
+    mask[40:296, 120:376] = phantom.lesion_mask
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    network, frame = network_frame(canvas, 1, 96, crop_head=True)
+    inside = mask_in_frame(tmp_path / "mask.png", frame, 96)
+    assert inside.any()
+    grey = network[..., 0].astype(float)
+    ring = np.zeros_like(inside)
+    rows, cols = np.nonzero(inside)
+    ring[max(0, rows.min() - 6) : rows.max() + 7, max(0, cols.min() - 6) : cols.max() + 7] = True
+    ring &= ~inside
+    assert grey[inside].mean() > grey[ring].mean() + 10  # a bleed is brighter than around it
+
+
+def test_the_figures_of_a_heat_map_against_a_mask() -> None:
+    mask = np.zeros((10, 10), bool)
+    mask[2:4, 2:4] = True
+    heat = np.zeros((10, 10), np.float32)
+    heat[3, 3], heat[8, 8] = 1.0, 0.5
+    peak, inside = hit(heat, mask)
+    assert peak is True and inside == pytest.approx(1.0 / 1.5)
+    heat[8, 8] = 2.0
+    assert hit(heat, mask)[0] is False
+    assert hit(np.zeros((10, 10), np.float32), mask) == (False, 0.0)
