@@ -61,6 +61,8 @@ __getattr__, __all__ = exports(
         "metrics_at": "ml.evaluate.oof",
         "band_half_width": "ml.evaluate.oof",
         "oof_curves": "ml.evaluate.oof:curves",
+        "oof_figures": "ml.evaluate.oof:figures",
+        "THRESHOLD_TAG": "ml.evaluate.figures",
         "number": "ml.evaluate.numbers",
         "percent": "ml.evaluate.numbers",
         "interval": "ml.evaluate.numbers",

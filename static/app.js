@@ -96,3 +96,19 @@ document.addEventListener("htmx:responseError", function (event) {
 document.addEventListener("htmx:sendError", function (event) {
   showProblem(event.detail.elt, "the server could not be reached; nothing was changed.");
 });
+
+// A form with data-confirm asks before it is sent, and tells the server it was asked
+// (confirmed=yes); without this file the server asks on a page of its own.
+document.addEventListener("submit", function (event) {
+  var form = event.target;
+  if (!form.dataset || !form.dataset.confirm) { return; }
+  if (!window.confirm(form.dataset.confirm)) { event.preventDefault(); return; }
+  var field = form.querySelector("input[name=confirmed]");
+  if (!field) {
+    field = document.createElement("input");
+    field.type = "hidden";
+    field.name = "confirmed";
+    form.appendChild(field);
+  }
+  field.value = "yes";
+});

@@ -1,25 +1,31 @@
-// Threshold studio: redraws every figure from the out-of-fold arrays, in the browser, as the
-// slider moves. The server rendered the same table for the starting threshold (and computes it
-// for the API); this file only keeps it live. No request is made while the slider moves.
+// Threshold studio. The figures are the reports' own (ml/evaluate/figures.py, served as Plotly
+// JSON by data.json): each is drawn once. A slider move then changes only what a threshold
+// changes: the marker on each curve and the line on the score histogram (the parts the figures
+// tag with data.moving), the confusion matrix and the table. The server rendered the same table
+// for the starting threshold (and computes it for the API); this file only keeps it live. No
+// request is made while the slider moves.
+//
+// The marker and the line are moved by setting their SVG attributes, not by Plotly.restyle or
+// relayout: those redraw the whole plot (about 25 ms each in the e2e timing test), this takes
+// well under 1 ms. Plotly's own copy of the figure keeps the starting position, so after any
+// redraw of its own (resize, zoom, a legend click) the moved parts are put back where they belong.
 "use strict";
 
 (function () {
   var root = document.getElementById("studio");
-  if (!root || typeof Plotly === "undefined") { return; }
+  if (!root || typeof Plotly === "undefined" || !window.ctNumbers) { return; }
+  var number = window.ctNumbers.number, interval = window.ctNumbers.interval;
   var Z = 1.959963984540054;  // two-sided 95%
   var slider = document.getElementById("threshold");
-  var number = document.getElementById("threshold-number");
+  var numberInput = document.getElementById("threshold-number");
   var prevalenceInput = document.getElementById("prevalence");
+  var prevalenceProblem = document.getElementById("prevalence-problem");
   var data = null;
+  var plots = [];  // one per figure: its element and the parts that move
   var pending = false;
   var started = 0;
   var current = parseFloat(root.dataset.threshold);  // exact (a preset may have more decimals)
-
-  function fmt(x, digits) {
-    if (x === null || x === undefined || isNaN(x)) { return "n/a"; }
-    var text = x.toFixed(digits === undefined ? 3 : digits);
-    return (parseFloat(text) === 0 && text.charAt(0) === "-") ? text.slice(1) : text;
-  }
+  var at = null;  // the rates at `current`, for the markers
 
   function ratio(k, n) { return n ? k / n : null; }
 
@@ -44,7 +50,17 @@
 
   function setText(id, text) {
     var el = document.getElementById(id);
-    if (el) { el.textContent = text; }
+    if (el && el.textContent !== text) { el.textContent = text; }
+  }
+
+  // The deployment prevalence typed, or why it is refused (the server's rule, from the page).
+  function prevalence() {
+    var raw = prevalenceInput.value.trim();
+    if (prevalenceInput.validity.badInput) { raw = "?"; }
+    if (raw === "") { return { value: null, problem: null }; }
+    var value = Number(raw);
+    if (value > 0 && value < 1) { return { value: value, problem: null }; }
+    return { value: null, problem: prevalenceProblem.dataset.rule + ", not '" + raw + "'." };
   }
 
   function table(t) {
@@ -56,20 +72,20 @@
     };
     ["tp", "fp", "tn", "fn"].forEach(function (k) { setText("cm-" + k, String(c[k])); });
     Object.keys(rows).forEach(function (key) {
-      var k = rows[key][0], m = rows[key][1], ci = wilson(k, m);
-      setText("m-" + key, fmt(ratio(k, m)));
-      setText("ci-" + key, ci ? fmt(ci[0]) + "–" + fmt(ci[1]) : "n/a");
+      var k = rows[key][0], m = rows[key][1];
+      setText("m-" + key, number(ratio(k, m)));
+      setText("ci-" + key, interval(wilson(k, m)));
     });
-    setText("m-f1", fmt(ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn)));
+    setText("m-f1", number(ratio(2 * c.tp, 2 * c.tp + c.fp + c.fn)));
     var sens = ratio(c.tp, c.tp + c.fn), spec = ratio(c.tn, c.tn + c.fp);
-    var prev = parseFloat(prevalenceInput.value);
-    if (prev > 0 && prev < 1 && sens !== null && spec !== null) {
+    var prev = prevalence().value;
+    if (prev !== null && sens !== null && spec !== null) {
       var tp = sens * prev, fp = (1 - spec) * (1 - prev), tn = spec * (1 - prev), fn = (1 - sens) * prev;
-      setText("prevalence-line", "At prevalence " + prev + ": PPV " + fmt(ratio(tp, tp + fp)) +
-        ", NPV " + fmt(ratio(tn, tn + fn)) + ".");
+      setText("prevalence-line", "At prevalence " + prev + ": PPV " + number(ratio(tp, tp + fp)) +
+        ", NPV " + number(ratio(tn, tn + fn)) + ".");
     } else {
-      var dataPrev = data.labels.reduce(function (a, b) { return a + b; }, 0) / data.labels.length;
-      setText("prevalence-line", "PPV and NPV above are at the data's prevalence, " + fmt(dataPrev) + ".");
+      setText("prevalence-line", "PPV and NPV above are at the data's prevalence, " +
+        number(data.prevalence) + ".");
     }
     var changed = 0, stored = data.stored_results;
     for (var i = 0; i < stored.scores.length; i++) {
@@ -79,50 +95,110 @@
     return { sens: sens, spec: spec, ppv: ratio(c.tp, c.tp + c.fp) };
   }
 
-  function band(curve, name) {
-    return [
-      { x: curve.band.grid, y: curve.band.low, mode: "lines", line: { width: 0 }, hoverinfo: "skip", showlegend: false },
-      { x: curve.band.grid, y: curve.band.high, mode: "lines", line: { width: 0 }, fill: "tonexty",
-        fillcolor: "rgba(11,92,173,0.15)", name: "95% band (patients resampled)", hoverinfo: "skip" }
-    ];
+  // --- the moving parts of the figures ---------------------------------------------------------
+
+  function tagged(items, key) {
+    for (var i = 0; i < (items || []).length; i++) {
+      if (items[i][key] === data.moving) { return i; }
+    }
+    return -1;
   }
 
-  var layout = function (title, x, y) {
-    return { title: { text: title }, margin: { l: 50, r: 10, t: 40, b: 70 }, height: 320,
-             xaxis: { title: { text: x }, range: [0, 1] }, yaxis: { title: { text: y }, range: [0, 1.02] },
-             legend: { orientation: "h", y: -0.25 } };
+  // Where each figure's marker stands for the rates at a threshold; the line stands at t.
+  var MARKERS = {
+    roc: function (r) { return r.spec === null ? [null, null] : [1 - r.spec, r.sens]; },
+    pr: function (r) { return [r.sens, r.ppv]; }
   };
-  var config = { displaylogo: false, responsive: true };
 
-  function firstDraw(t, at) {
-    var roc = data.curves.roc, pr = data.curves.pr;
-    Plotly.newPlot("plot-roc", band(roc).concat([
-      { x: roc.fpr, y: roc.tpr, mode: "lines", name: "ROC, AUC " + fmt(roc.auc) },
-      { x: [1 - at.spec], y: [at.sens], mode: "markers", marker: { size: 12, color: "#b00020" }, name: "threshold" }
-    ]), layout("ROC (out-of-fold)", "1 − specificity", "sensitivity"), config);
-    Plotly.newPlot("plot-pr", band(pr).concat([
-      { x: pr.recall, y: pr.precision, mode: "lines", name: "PR, AP " + fmt(pr.auc) },
-      { x: [at.sens], y: [at.ppv], mode: "markers", marker: { size: 12, color: "#b00020" }, name: "threshold" }
-    ]), layout("Precision-recall (out-of-fold)", "recall (sensitivity)", "precision (PPV)"), config);
-    var normal = [], stroke = [];
-    data.scores.forEach(function (s, i) { (data.labels[i] === 1 ? stroke : normal).push(s); });
-    var histLayout = layout("Scores by true class", "score", "share");
-    histLayout.yaxis = { title: { text: "share of class" } };
-    histLayout.barmode = "overlay";
-    histLayout.shapes = [{ type: "line", x0: t, x1: t, y0: 0, y1: 1, yref: "paper", line: { color: "#b00020", width: 2 } }];
-    Plotly.newPlot("plot-hist", [
-      { x: normal, type: "histogram", histnorm: "probability", name: "Normal", opacity: 0.6, xbins: { start: 0, end: 1, size: 0.02 } },
-      { x: stroke, type: "histogram", histnorm: "probability", name: "Stroke", opacity: 0.6, xbins: { start: 0, end: 1, size: 0.02 } }
-    ], histLayout, config);
+  function draw(name, figure) {
+    var element = document.getElementById("plot-" + name);
+    var plot = {
+      element: element, marker: MARKERS[name], parts: null,
+      trace: tagged(figure.data, "meta"),
+      shape: tagged(figure.layout.shapes, "name"),
+      annotation: tagged(figure.layout.annotations, "name")
+    };
+    plot.drawnAt = plot.annotation >= 0 ? figure.layout.annotations[plot.annotation].x : null;
+    var marker = figure.data[plot.trace];
+    if (marker && (marker.x[0] === null || marker.y[0] === null)) {
+      // Plotly draws nothing for a point without a position, and adding one later would mean a
+      // restyle: it is drawn somewhere and hidden at once by move().
+      marker.x = [0];
+      marker.y = [0];
+    }
+    plots.push(plot);
+    return Plotly.newPlot(element, figure.data, figure.layout, { displaylogo: false, responsive: true })
+      .then(function () {
+        plot.parts = null;  // looked for before Plotly had drawn them
+        ["plotly_afterplot", "plotly_relayout", "plotly_restyle", "plotly_redraw"].forEach(function (event) {
+          element.on(event, function () { plot.parts = null; move(plot); });
+        });
+        move(plot);
+      });
+  }
+
+  // The SVG elements Plotly drew for the tagged parts, found again after each redraw of its own.
+  function parts(plot) {
+    if (plot.parts) { return plot.parts; }
+    var found = { point: null, line: null, label: null, labelText: null };
+    if (plot.trace >= 0) {
+      plot.element.querySelectorAll(".scatterlayer .trace").forEach(function (group) {
+        var cd = group.__data__;  // d3's binding: the trace's calcdata
+        if (cd && cd[0] && cd[0].trace && cd[0].trace.index === plot.trace) {
+          found.point = group.querySelector("path.point");
+        }
+      });
+    }
+    if (plot.shape >= 0) {
+      found.line = plot.element.querySelector('.shapelayer path[data-index="' + plot.shape + '"]');
+    }
+    if (plot.annotation >= 0) {
+      found.label = plot.element.querySelector('g.annotation[data-index="' + plot.annotation + '"]');
+      found.labelText = found.label && found.label.querySelector("text");
+    }
+    plot.parts = found;
+    return found;
+  }
+
+  // Each part is set to where it belongs from the axes alone, never moved from where it is: a
+  // part may be set twice after one redraw (Plotly sends more than one event).
+  function move(plot) {
+    if (!at) { return; }
+    var layout = plot.element._fullLayout;
+    if (!layout) { return; }
+    var xa = layout.xaxis, ya = layout.yaxis, found = parts(plot);
+    if (plot.marker) {
+      var xy = plot.marker(at);
+      var known = xy[0] !== null && xy[1] !== null;
+      if (found.point) {  // absent while its trace is hidden from the legend
+        found.point.style.display = known ? "" : "none";
+        if (known) { found.point.setAttribute("transform", "translate(" + xa.c2p(xy[0]) + "," + ya.c2p(xy[1]) + ")"); }
+      }
+    }
+    if (found.line) {  // a vertical line: "M x,y0 L x,y1" in the figure's pixels
+      var x = xa._offset + xa.l2p(current);
+      found.line.setAttribute("d", found.line.getAttribute("d").replace(/([ML])[-\d.e]+,/g, "$1" + x + ","));
+    }
+    if (found.label) {  // Plotly placed it at drawnAt
+      found.label.setAttribute("transform", "translate(" + (xa.l2p(current) - xa.l2p(plot.drawnAt)) + ",0)");
+      found.labelText.textContent = found.labelText.textContent.replace(/[-\d.]+$/, number(current));
+    }
+  }
+
+  // --- the slider, the prevalence and the presets ---------------------------------------------
+
+  function replaceUrl(name, value) {
+    var url = new URL(window.location.href);
+    if (value === null) { url.searchParams.delete(name); } else { url.searchParams.set(name, value); }
+    window.history.replaceState(null, "", url);
   }
 
   function redraw() {
     pending = false;
     var t = current;
-    var at = table(t);
-    Plotly.restyle("plot-roc", { x: [[at.spec === null ? null : 1 - at.spec]], y: [[at.sens]] }, [3]);
-    Plotly.restyle("plot-pr", { x: [[at.sens]], y: [[at.ppv]] }, [3]);
-    Plotly.relayout("plot-hist", { "shapes[0].x0": t, "shapes[0].x1": t });
+    at = table(t);
+    plots.forEach(move);
+    replaceUrl("threshold", String(t));
     setText("redraw-ms", String(Math.round(performance.now() - started)));
     root.dataset.drawn = String(t);
   }
@@ -130,31 +206,46 @@
   function onThreshold(exact) {
     current = (typeof exact === "number") ? exact : parseFloat(slider.value);
     var t = current;
-    number.value = t.toFixed(3);
-    setText("shown-threshold", t.toFixed(3));
+    numberInput.value = number(t);
+    setText("shown-threshold", number(t));
     var save = document.getElementById("save-threshold");  // absent for a read-only role
     if (save) { save.value = String(t); }
-    var link = document.getElementById("changed-link");
-    link.href = root.dataset.changedUrl + "&threshold=" + String(t);
-    var url = new URL(window.location.href);
-    url.searchParams.set("threshold", String(t));
-    window.history.replaceState(null, "", url);
+    document.getElementById("changed-link").href = root.dataset.changedUrl + "&threshold=" + String(t);
     started = performance.now();
-    if (!pending) { pending = true; window.requestAnimationFrame(redraw); }
+    if (!pending && data) { pending = true; window.requestAnimationFrame(redraw); }
+  }
+
+  // Applied while typing when valid; refused with the reason once the field is left.
+  function onPrevalence(event) {
+    var typed = prevalence();
+    if (typed.problem && event.type === "input") { return; }
+    prevalenceProblem.textContent = typed.problem || "";
+    prevalenceProblem.hidden = !typed.problem;
+    if (typed.problem) { prevalenceInput.setAttribute("aria-invalid", "true"); }
+    else { prevalenceInput.removeAttribute("aria-invalid"); }
+    var kept = typed.value === null ? null : String(typed.value);
+    replaceUrl("prevalence", kept);
+    document.querySelectorAll("a.level").forEach(function (link) {
+      var url = new URL(link.href);
+      if (kept === null) { url.searchParams.delete("prevalence"); } else { url.searchParams.set("prevalence", kept); }
+      link.href = url.toString();
+    });
+    if (data) { table(current); }
   }
 
   slider.addEventListener("input", function () { onThreshold(); });
-  number.addEventListener("change", function () {
-    var t = Math.min(1, Math.max(0, parseFloat(number.value) || 0));
-    slider.value = t.toFixed(3);
+  numberInput.addEventListener("change", function () {
+    var t = Math.min(1, Math.max(0, parseFloat(numberInput.value) || 0));
+    slider.value = number(t);
     onThreshold(t);
   });
-  prevalenceInput.addEventListener("input", function () { table(current); });
+  prevalenceInput.addEventListener("input", onPrevalence);
+  prevalenceInput.addEventListener("change", onPrevalence);
   document.querySelectorAll("a.preset").forEach(function (link) {
     link.addEventListener("click", function (event) {
       event.preventDefault();
       var exact = parseFloat(link.dataset.threshold);
-      slider.value = exact.toFixed(3);
+      slider.value = number(exact);
       onThreshold(exact);
       slider.focus();
     });
@@ -164,9 +255,15 @@
     .then(function (response) { return response.json(); })
     .then(function (json) {
       data = json;
-      var t = current;
+      data.prevalence = data.labels.reduce(function (a, b) { return a + b; }, 0) / data.labels.length;
       started = performance.now();
-      firstDraw(t, table(t));
+      at = table(current);
+      return Promise.all(Object.keys(data.figures).map(function (name) {
+        return draw(name, data.figures[name]);
+      }));
+    })
+    .then(function () {
+      root.dataset.drawn = String(current);
       root.dataset.ready = "true";
       setText("redraw-ms", String(Math.round(performance.now() - started)));
     });

@@ -26,9 +26,10 @@ MESSAGES = {
 
 
 def error_response(status: int, message: str, code: str | None = None):
-    """JSON `{"error": {"code", "message"}}` under /api/, the error page elsewhere."""
+    """JSON `{"error": {"code", "message"}}` under /api/ and for a `.json` address (what a
+    page's script fetches), the error page elsewhere."""
     code = code or _code(status)
-    if request.path.startswith("/api/"):
+    if request.path.startswith("/api/") or request.path.endswith(".json"):
         return jsonify(error={"code": code, "message": message}), status
     return render_template("errors/error.html", status=status, message=message), status
 

@@ -10,12 +10,16 @@ Colours follow Okabe and Ito's colour-blind-safe palette: Normal is always blue 
 vermillion; curves that belong to neither class are black, and named operating points take the
 remaining palette colours, each with its own marker symbol so that colour is never the only cue.
 
+The threshold studio draws these same figures (`figure_json`, served by the web app) and moves
+only what a threshold changes: the marker and the line tagged `THRESHOLD_TAG`.
+
 Research software, not for clinical use.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +40,11 @@ NORMAL_COLOR = "#0072B2"  # Okabe-Ito blue
 STROKE_COLOR = "#D55E00"  # Okabe-Ito vermillion
 CURVE_COLOR = "#000000"
 REFERENCE_COLOR = "#7F7F7F"  # chance lines and perfect calibration
+BAND_COLOR = "rgba(0,0,0,0.12)"  # a curve's 95% band: the curve's black, faint
+BAND_NAME = "95% band (patients resampled)"
+# The `meta` of the marker, and the `name` of the line and its label, that stand at a threshold
+# the threshold studio moves; the browser finds them by this tag.
+THRESHOLD_TAG = "threshold"
 POINT_COLORS = ("#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
 POINT_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x")
 CLASS_NAMES = ("Normal", "Stroke")
@@ -57,16 +66,21 @@ def roc_figure(
     *,
     points: Mapping[str, float] | None = None,
     title: str = "ROC curve",
+    band: Mapping[str, Sequence[float]] | None = None,
+    threshold: float | None = None,
 ) -> go.Figure:
     """The ROC curve with its AUC, the chance diagonal, and a marker per named threshold.
 
     A marker sits at (1 - specificity, sensitivity) as `metrics.at_threshold` counts them, so the
-    figure shows the same operating point that the reports quote.
+    figure shows the same operating point that the reports quote. `band` (grid, low, high: TPR
+    over FPR, as `ml.evaluate.oof.curves` gives it) adds the 95% band under the curve; `threshold`
+    adds the studio's movable marker there.
     """
     y, p = validate_scores(y_true, y_score)
     fpr, tpr, thresholds = roc_curve(y, p)
     auc = roc_auc(y, p)
     fig = go.Figure()
+    fig.add_traces(_band_traces(band))
     fig.add_trace(_reference_line([0, 1], [0, 1], "Chance (AUC 0.5)"))
     fig.add_trace(
         go.Scatter(
@@ -79,8 +93,8 @@ def roc_figure(
             hovertemplate="FPR %{x:.3f}, TPR %{y:.3f}<br>%{text}<extra></extra>",
         )
     )
-    for index, (name, threshold) in enumerate(_checked_points(points).items()):
-        counts = at_threshold(y, p, threshold)
+    for index, (name, named) in enumerate(_checked_points(points).items()):
+        counts = at_threshold(y, p, named)
         fig.add_trace(
             _point_marker(
                 index,
@@ -89,6 +103,9 @@ def roc_figure(
                 counts["sensitivity"],
             )
         )
+    if threshold is not None:
+        counts = at_threshold(y, p, _checked_threshold(threshold))
+        fig.add_trace(_threshold_marker(1.0 - counts["specificity"], counts["sensitivity"]))
     _style(
         fig,
         title=f"{title}: stroke against normal<br><sup>AUC {auc:.3f}; {_class_counts(y)}</sup>",
@@ -108,18 +125,23 @@ def pr_figure(
     *,
     points: Mapping[str, float] | None = None,
     title: str = "Precision-recall curve",
+    band: Mapping[str, Sequence[float]] | None = None,
+    threshold: float | None = None,
 ) -> go.Figure:
     """Precision against recall for stroke, its average precision, and the prevalence line.
 
     The curve is drawn as the step function that average precision integrates; a straight line
     between the points would show precision the model does not reach. A random classifier's
-    precision is the prevalence, drawn as the chance line.
+    precision is the prevalence, drawn as the chance line. `band` (precision over recall) and
+    `threshold` as in `roc_figure`; at a threshold that calls no scan stroke, precision is
+    undefined and the marker has no position.
     """
     y, p = validate_scores(y_true, y_score)
     precision, recall, _ = precision_recall_curve(y, p)
     average_precision = pr_auc(y, p)
     prevalence = float(y.mean())
     fig = go.Figure()
+    fig.add_traces(_band_traces(band))
     fig.add_trace(
         _reference_line([0, 1], [prevalence, prevalence], f"Chance (prevalence {prevalence:.3f})")
     )
@@ -133,17 +155,20 @@ def pr_figure(
             hovertemplate="recall %{x:.3f}, precision %{y:.3f}<extra></extra>",
         )
     )
-    for index, (name, threshold) in enumerate(_checked_points(points).items()):
-        counts = at_threshold(y, p, threshold)
+    for index, (name, named) in enumerate(_checked_points(points).items()):
+        counts = at_threshold(y, p, named)
         if counts["ppv"] is None:
-            label = f"{name} (threshold {threshold:.3f}: no stroke calls, precision undefined)"
+            label = f"{name} (threshold {named:.3f}: no stroke calls, precision undefined)"
             fig.add_trace(_point_marker(index, label, None, None))
         else:
             label = (
-                f"{name} (threshold {threshold:.3f}: recall {counts['sensitivity']:.2f}, "
+                f"{name} (threshold {named:.3f}: recall {counts['sensitivity']:.2f}, "
                 f"precision {counts['ppv']:.2f})"
             )
             fig.add_trace(_point_marker(index, label, counts["sensitivity"], counts["ppv"]))
+    if threshold is not None:
+        counts = at_threshold(y, p, _checked_threshold(threshold))
+        fig.add_trace(_threshold_marker(counts["sensitivity"], counts["ppv"]))
     _style(
         fig,
         title=(
@@ -226,7 +251,8 @@ def distribution_figure(
     for label, (name, color) in enumerate(classes):
         fig.add_trace(_histogram_bars(p[y == label], edges, name, color, density=density))
     if threshold is not None:
-        _add_vertical_line(fig, _checked_threshold(threshold), f"threshold {threshold:.3f}")
+        checked = _checked_threshold(threshold)
+        _add_vertical_line(fig, checked, f"threshold {checked:.3f}", tag=THRESHOLD_TAG)
     y_title = "Density (each class's area is 1)" if density else "Count of scans per bin"
     _style(
         fig,
@@ -341,6 +367,11 @@ def threshold_figure(
 # ---------------------------------------------------------------------------------------------
 
 
+def figure_json(fig: go.Figure) -> dict:
+    """The figure as Plotly's JSON (data, layout), ready to serve to plotly.js."""
+    return json.loads(fig.to_json())
+
+
 def write_figures(out_dir: Path, figures: Mapping[str, go.Figure]) -> list[Path]:
     """Write NAME.html and NAME.png for each figure, and one plotly.min.js beside them.
 
@@ -404,7 +435,8 @@ _LEGEND_LOCATIONS = {"top": "upper", "middle": "center", "bottom": "lower"}
 def figure_to_png(fig: go.Figure, path: Path, *, width_px: int = 800, height_px: int = 600) -> None:
     """Draw a Plotly figure as a PNG of exactly width_px by height_px, with matplotlib (Agg).
 
-    Supports what the figures here use: scatter (lines, markers, dashes, step shapes), bar
+    Supports what the figures here use: scatter (lines, markers, dashes, step shapes, a fill
+    down to the trace before on the same x values, as a 95% band is drawn), bar
     (grouped or overlaid, with opacity), heatmap (with texttemplate cell text), line shapes,
     annotations without arrows, axis titles and ranges, and the figure title. Anything else
     raises `ValueError`, so an unsupported plot fails instead of rendering blank or wrong.
@@ -417,11 +449,13 @@ def figure_to_png(fig: go.Figure, path: Path, *, width_px: int = 800, height_px:
     FigureCanvasAgg(canvas)
     ax = canvas.add_subplot()
     bars = [id(trace) for trace in fig.data if trace.type == "bar"]
+    previous = None  # the scatter trace a fill "tonexty" reaches down to
     for trace in fig.data:
         if trace.visible in (False, "legendonly"):
             continue
         if trace.type == "scatter":
-            _draw_scatter(ax, trace)
+            _draw_scatter(ax, trace, previous)
+            previous = trace
         elif trace.type == "bar":
             _draw_bar(ax, trace, bars.index(id(trace)), len(bars), fig.layout)
         else:
@@ -451,11 +485,15 @@ def _check_supported(fig: go.Figure) -> None:
         raise ValueError(f"figure_to_png does not draw barmode {fig.layout.barmode!r}")
 
 
-def _draw_scatter(ax, trace: go.Scatter) -> None:
+def _draw_scatter(ax, trace: go.Scatter, previous: go.Scatter | None) -> None:
     x, y = _numbers(trace.x, "x"), _numbers(trace.y, "y")
     mode = trace.mode or ("lines+markers" if len(x) < 20 else "lines")
-    if "text" in mode or (trace.fill or "none") != "none":
-        raise ValueError("figure_to_png does not draw scatter text mode or fills")
+    if "text" in mode:
+        raise ValueError("figure_to_png does not draw scatter text mode")
+    label = _legend_label(trace)
+    if (trace.fill or "none") != "none":
+        _draw_fill(ax, trace, previous, x, y)
+        label = "_nolegend_"  # the fill stands for the trace in the legend
     shape = trace.line.shape or "linear"
     if shape not in _STEPS:
         raise ValueError(f"figure_to_png does not draw line shape {shape!r}")
@@ -471,7 +509,7 @@ def _draw_scatter(ax, trace: go.Scatter) -> None:
         y,
         linestyle=_dash(trace.line.dash) if "lines" in mode else "none",
         drawstyle=_STEPS[shape],
-        linewidth=(trace.line.width or 2) * 0.75,
+        linewidth=(2 if trace.line.width is None else trace.line.width) * 0.75,
         color=line_color or marker_color,
         marker=_SYMBOLS[symbol] if "markers" in mode else None,
         markersize=(trace.marker.size or 6) * 0.75,
@@ -479,6 +517,22 @@ def _draw_scatter(ax, trace: go.Scatter) -> None:
         markeredgecolor=_color(trace.marker.line.color) or marker_color,
         markeredgewidth=(trace.marker.line.width or 0) * 0.75,
         alpha=trace.opacity,
+        label=label,
+    )
+
+
+def _draw_fill(ax, trace: go.Scatter, previous: go.Scatter | None, x, y) -> None:
+    """Plotly's fill "tonexty": the area between this trace and the one drawn before it."""
+    if trace.fill != "tonexty":
+        raise ValueError(f"figure_to_png fills to the trace before only, not {trace.fill!r}")
+    if previous is None or not np.array_equal(_numbers(previous.x, "x"), x):
+        raise ValueError("figure_to_png fills between two traces on the same x values only")
+    ax.fill_between(
+        x,
+        _numbers(previous.y, "y"),
+        y,
+        color=_color(trace.fillcolor or trace.line.color),
+        linewidth=0,
         label=_legend_label(trace),
     )
 
@@ -689,11 +743,64 @@ def _point_marker(index: int, name: str, x: float | None, y: float | None) -> go
     )
 
 
+def _threshold_marker(x: float | None, y: float | None) -> go.Scatter:
+    """A white ring at a threshold's point on a curve, tagged for the studio to move."""
+    return go.Scatter(
+        x=[x],
+        y=[y],
+        mode="markers",
+        name="Threshold",
+        meta=THRESHOLD_TAG,
+        marker={
+            "color": "#FFFFFF",
+            "symbol": "circle",
+            "size": 14,
+            "line": {"color": CURVE_COLOR, "width": 3},
+        },
+        hoverinfo="skip",
+    )
+
+
+def _band_traces(band: Mapping[str, Sequence[float]] | None) -> list[go.Scatter]:
+    """A 95% band as two traces: its lower edge, then its upper edge filled down to it."""
+    if band is None:
+        return []
+    missing = [key for key in ("grid", "low", "high") if key not in band]
+    if missing:
+        raise ValueError(f"band lacks {', '.join(missing)}; pass what oof.curves gives")
+    grid, low, high = (np.asarray(band[key], dtype=float) for key in ("grid", "low", "high"))
+    if not grid.size or not grid.shape == low.shape == high.shape:
+        raise ValueError("band needs one low and one high value per grid value")
+    edge = {"color": BAND_COLOR, "width": 0}
+    lower = go.Scatter(
+        x=grid, y=low, mode="lines", line=edge, name=BAND_NAME, showlegend=False, hoverinfo="skip"
+    )
+    upper = go.Scatter(
+        x=grid,
+        y=high,
+        mode="lines",
+        line=edge,
+        fill="tonexty",
+        fillcolor=BAND_COLOR,
+        name=BAND_NAME,
+        hoverinfo="skip",
+    )
+    return [lower, upper]
+
+
 def _add_vertical_line(
-    fig: go.Figure, x: float, label: str, *, color: str = CURVE_COLOR, row: int = 0
+    fig: go.Figure,
+    x: float,
+    label: str,
+    *,
+    color: str = CURVE_COLOR,
+    row: int = 0,
+    tag: str | None = None,
 ) -> None:
-    """A full-height line at x, labelled at the top; `row` staggers labels of nearby lines."""
+    """A full-height line at x, labelled at the top; `row` staggers labels of nearby lines, and
+    `tag` names the line and its label (the studio finds its threshold line so)."""
     fig.add_shape(
+        name=tag,
         type="line",
         x0=x,
         x1=x,
@@ -704,6 +811,7 @@ def _add_vertical_line(
         line={"color": color, "width": 2, "dash": "dashdot"},
     )
     fig.add_annotation(
+        name=tag,
         x=x,
         y=0.99 - 0.06 * row,
         xref="x",

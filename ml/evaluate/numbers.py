@@ -1,13 +1,18 @@
-"""How a figure is written, the same in reports, model cards and on the web pages."""
+"""How a figure is written, the same in reports, model cards and on the web pages.
+
+The pages' scripts write numbers with static/numbers.js, its copy in the browser; a test checks
+that both write the same text.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
 def number(value: Any, digits: int = 3) -> str:
-    """0.123 for a number, 'n/a' for a missing one; never '-0.000'."""
-    if value is None:
+    """0.123 for a number, 'n/a' for a missing or undefined one (None, NaN); never '-0.000'."""
+    if value is None or not math.isfinite(float(value)):
         return "n/a"
     text = f"{float(value):.{digits}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text

@@ -8,6 +8,7 @@ report is never read here: it must not take part in choosing a threshold.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from ml.bundle import Bundle
+from ml.evaluate import figures as plots
 from ml.evaluate.scored import read_rows, scored_from_rows, with_intervals
 from ml.metrics import scores as metrics
 from ml.metrics.thresholds import uncertainty_band
@@ -134,6 +136,45 @@ def curves(oof: OofScores, *, n_resamples: int = 200, seed: int = 0) -> dict[str
             "band": _band(precisions),
         },
     }
+
+
+def figures(
+    oof: OofScores,
+    oof_curves: Mapping[str, Any],
+    *,
+    threshold: float,
+    points: Mapping[str, float] | None = None,
+) -> dict[str, dict]:
+    """The studio's ROC, PR and score figures as Plotly JSON, made by the report's functions.
+
+    They are the figures a report draws for these scores, with the bands of `oof_curves` (what
+    `curves` returns) and the studio's marker and line at `threshold`; the browser draws each
+    once and then moves only those (tagged `figures.THRESHOLD_TAG`).
+    """
+    unit = "slices" if oof.level == "slice" else "patients"
+    y, p = oof.labels, oof.scores
+    built = {
+        "roc": plots.roc_figure(
+            y,
+            p,
+            points=points,
+            band=oof_curves["roc"]["band"],
+            threshold=threshold,
+            title=f"ROC, {unit} (out-of-fold)",
+        ),
+        "pr": plots.pr_figure(
+            y,
+            p,
+            points=points,
+            band=oof_curves["pr"]["band"],
+            threshold=threshold,
+            title=f"PR, {unit} (out-of-fold)",
+        ),
+        "distribution": plots.distribution_figure(
+            y, p, threshold=threshold, title=f"Probability by true class, {unit} (out-of-fold)"
+        ),
+    }
+    return {name: plots.figure_json(fig) for name, fig in built.items()}
 
 
 def _band(values: list[np.ndarray]) -> dict[str, list[float]]:

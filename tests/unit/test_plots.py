@@ -232,11 +232,65 @@ def test_png_shows_the_trace_colours(tmp_path: Path) -> None:
         assert tuple(int(color[i : i + 2], 16) for i in (1, 3, 5)) in pixels
 
 
+BAND = {"grid": [0.0, 0.5, 1.0], "low": [0.0, 0.3, 0.9], "high": [0.2, 0.8, 1.0]}
+
+
+def test_roc_band_and_threshold_marker(scores) -> None:
+    y, p = scores
+    fig = plots.roc_figure(y, p, points=POINTS, band=BAND, threshold=0.42)
+    lower, upper = fig.data[:2]  # under everything else
+    assert lower.showlegend is False and upper.name == plots.BAND_NAME
+    assert upper.fill == "tonexty" and upper.fillcolor == plots.BAND_COLOR
+    assert list(lower.y) == BAND["low"] and list(upper.y) == BAND["high"]
+    [marker] = [t for t in fig.data if t.meta == plots.THRESHOLD_TAG]
+    counts = metrics.at_threshold(y, p, 0.42)
+    assert marker.x[0] == pytest.approx(1.0 - counts["specificity"])
+    assert marker.y[0] == pytest.approx(counts["sensitivity"])
+    assert _trace(fig, "ROC").line.color == plots.CURVE_COLOR
+    with pytest.raises(ValueError, match="band lacks high"):
+        plots.roc_figure(y, p, band={"grid": [0], "low": [0]})
+    with pytest.raises(ValueError, match="outside"):
+        plots.roc_figure(y, p, threshold=1.2)
+
+
+def test_pr_marker_has_no_position_where_precision_is_undefined(scores) -> None:
+    y, p = scores
+    fig = plots.pr_figure(y, p * 0.9, band=BAND, threshold=0.95)  # above every score
+    [marker] = [t for t in fig.data if t.meta == plots.THRESHOLD_TAG]
+    assert marker.x == (0.0,) and marker.y == (None,)
+
+
+def test_distribution_threshold_line_and_label_are_tagged(scores) -> None:
+    y, p = scores
+    fig = plots.distribution_figure(y, p, threshold=0.4)
+    [line], [label] = fig.layout.shapes, fig.layout.annotations
+    assert (line.name, line.x0, line.x1) == (plots.THRESHOLD_TAG, 0.4, 0.4)
+    assert (label.name, label.text) == (plots.THRESHOLD_TAG, "threshold 0.400")
+    untagged = plots.threshold_figure(y, p, points={"Named": 0.437})
+    assert [s.name for s in untagged.layout.shapes] == [None]
+
+
+def test_png_draws_a_band_as_a_fill(scores, tmp_path: Path) -> None:
+    y, p = scores
+    path = tmp_path / "roc.png"
+    plots.figure_to_png(plots.roc_figure(y, p, band=BAND, threshold=0.4), path)
+    with Image.open(path) as image:
+        pixels = {rgb for _, rgb in image.convert("RGB").getcolors(maxcolors=1_000_000)}
+    assert (224, 224, 224) in pixels  # black at 12% over white: the band
+
+
 def test_figure_to_png_refuses_what_it_cannot_draw(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pie"):
         plots.figure_to_png(go.Figure(go.Pie(values=[1, 2])), tmp_path / "pie.png")
     with pytest.raises(ValueError, match="arrow"):
         plots.figure_to_png(go.Figure(layout={"annotations": [{"text": "a"}]}), tmp_path / "a.png")
+    with pytest.raises(ValueError, match="tozeroy"):
+        plots.figure_to_png(
+            go.Figure(go.Scatter(x=[0, 1], y=[0, 1], fill="tozeroy")), tmp_path / "f"
+        )
+    lower, upper = go.Scatter(x=[0, 1], y=[0, 0]), go.Scatter(x=[0, 2], y=[1, 1], fill="tonexty")
+    with pytest.raises(ValueError, match="same x"):
+        plots.figure_to_png(go.Figure([lower, upper]), tmp_path / "g.png")
     assert not list(tmp_path.iterdir())
 
 

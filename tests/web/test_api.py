@@ -378,7 +378,8 @@ def test_metrics_at_a_threshold_match_the_oof_file(client, auth, bundle_dir) -> 
     ("query", "message"),
     [("", "give threshold"), ("threshold=1.2", "[0, 1]"), ("threshold=x", "number"),
      ("threshold=0.5&level=organ", "slice or patient"),
-     ("threshold=0.5&prevalence=1", "prevalence")],
+     ("threshold=0.5&prevalence=1", "prevalence"), ("threshold=0.5&prevalence=0", "prevalence"),
+     ("threshold=0.5&prevalence=1.5", "prevalence"), ("threshold=0.5&prevalence=x", "prevalence")],
 )  # fmt: skip
 def test_bad_metrics_requests_are_400(client, auth, bundle_dir, query, message) -> None:
     url = f"{API}/models/{bundle_id(bundle_dir)}/metrics?{query}"

@@ -378,7 +378,9 @@ def _actions(app: Flask, phantom_data, bundle_dir, prediction_id: int):
         (
             "activate_point",
             lambda c: post(
-                c, f"/studio/{bundle.id}/points/activate", {"level": "slice", "name": other}
+                c,
+                f"/studio/{bundle.id}/points/activate",
+                {"level": "slice", "name": other, "confirmed": "yes"},
             ),
         ),
         ("delete", lambda c: post(c, f"{result}/delete", on_result())),

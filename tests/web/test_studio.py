@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import html
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
 
 from ml.bundle import load_bundle
+from ml.evaluate import figures as plots
 from ml.evaluate import oof
 from ml.metrics import scores as metrics
 from ml.metrics.thresholds import read_thresholds
 from tests.web.helpers import phantom_slices, post, upload
+from webapp import ROOT
 from webapp.extensions import db
 from webapp.models import OperatingPointRecord, Prediction
+
+STATIC = ROOT / "static"
 
 
 @pytest.fixture
@@ -53,14 +58,81 @@ def test_prevalence_changes_ppv_and_npv(client, bundle) -> None:
     assert f"At prevalence 0.05: PPV {expected_ppv:.3f}" in page
 
 
-def test_data_json_holds_arrays_curves_and_presets(client, bundle) -> None:
-    data = client.get(f"/studio/{bundle.id}/data.json?level=slice").get_json()
+@pytest.mark.parametrize("value", ["0", "1", "1.5", "-0.2", "abc", "nan"])
+def test_a_prevalence_outside_0_1_is_refused_with_a_message(client, bundle, value) -> None:
+    response = _studio(client, bundle, threshold=0.5, prevalence=value)
+    page = html.unescape(response.get_data(as_text=True))
+    assert response.status_code == 400
+    problem = re.search(r'id="prevalence-problem"[^>]*>([^<]*)<', page).group(1)
+    assert "strictly between 0 and 1" in problem and repr(value) in problem
+    assert re.search(rf'id="prevalence"[^>]*value="{re.escape(value)}"', page)  # kept to correct
+    assert "PPV and NPV above are at the data's prevalence" in page
+    assert "At prevalence" not in page
+
+
+def test_a_prevalence_is_kept_in_the_links(client, bundle) -> None:
+    response = _studio(client, bundle, threshold=0.5, prevalence=0.05)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert re.search(r'id="prevalence"[^>]*value="0.05"', page)
+    assert re.search(r'id="prevalence-problem"[^>]*hidden', page)
+    links = re.findall(r'<a class="(?:level|level current|preset)" href="([^"]+)"', page)
+    own, _ = read_thresholds(bundle.path / "thresholds.json")
+    assert len(links) == 2 + len(own)
+    for link in links:
+        assert parse_qs(urlsplit(html.unescape(link)).query)["prevalence"] == ["0.05"]
+    plain = _studio(client, bundle, threshold=0.5).get_data(as_text=True)
+    levels = re.findall(r'<a class="level[^"]*" href="([^"]+)"', plain)
+    assert len(levels) == 2 and not any("prevalence=" in link for link in levels)
+
+
+def test_data_json_holds_arrays_the_report_figures_and_presets(client, bundle) -> None:
+    data = client.get(f"/studio/{bundle.id}/data.json?level=slice&threshold=0.25").get_json()
     scores = oof.oof_scores(bundle, "slice")
     assert data["labels"] == scores.labels.tolist() and len(data["scores"]) == len(data["labels"])
-    assert {"roc", "pr"} <= set(data["curves"]) and data["curves"]["roc"]["band"]["low"]
     own, active = read_thresholds(bundle.path / "thresholds.json")
     assert [p["name"] for p in data["points"]][: len(own)] == [p.name for p in own]
     assert data["active"]["name"] == active
+    assert set(data["figures"]) == {"roc", "pr", "distribution"}
+    assert data["moving"] == plots.THRESHOLD_TAG
+    roc = data["figures"]["roc"]
+    names = [trace.get("name") for trace in roc["data"]]
+    assert plots.BAND_NAME in names and all(f"{p.name} (" in " ".join(names) for p in own)
+    marker = next(t for t in roc["data"] if t.get("meta") == data["moving"])
+    counts = metrics.at_threshold(scores.labels, scores.scores, 0.25)
+    assert marker["x"] == [pytest.approx(1 - counts["specificity"])]
+    assert marker["y"] == [pytest.approx(counts["sensitivity"])]
+    [line] = [s for s in data["figures"]["distribution"]["layout"]["shapes"] if s.get("name")]
+    assert (line["name"], line["x0"], line["x1"]) == (data["moving"], 0.25, 0.25)
+
+
+def test_data_json_draws_at_the_active_point_unless_told(client, bundle) -> None:
+    data = client.get(f"/studio/{bundle.id}/data.json").get_json()
+    shapes = data["figures"]["distribution"]["layout"]["shapes"]
+    assert shapes[0]["x0"] == data["active"]["threshold"]
+
+
+@pytest.mark.parametrize("threshold", ["1.5", "-0.1", "x"])
+def test_data_json_refuses_a_bad_threshold_in_json(client, bundle, threshold) -> None:
+    response = client.get(f"/studio/{bundle.id}/data.json?threshold={threshold}")
+    assert response.status_code == 400 and response.mimetype == "application/json"
+    assert "threshold must be a number between 0 and 1" in response.get_json()["error"]["message"]
+
+
+def test_the_studio_serves_a_partial_plotly_of_the_reports_version(client, bundle) -> None:
+    from plotly.offline import get_plotlyjs_version
+
+    page = _studio(client, bundle).get_data(as_text=True)
+    [name] = re.findall(r'src="/static/(plotly[^"]*)"', page)
+    version = get_plotlyjs_version()
+    assert name == f"plotly-basic-{version}.min.js"  # the version the reports write
+    served = client.get(f"/static/{name}")
+    head = served.get_data()[:200].decode()
+    served.close()
+    assert f"plotly.js (basic - minified) v{version}" in head
+    assert (STATIC / "plotly-LICENSE.txt").read_text().startswith("MIT License")
+    assert {p.name for p in STATIC.glob("plotly*")} == {name, "plotly-LICENSE.txt"}
+    assert (STATIC / name).stat().st_size < 1_500_000  # not the 4.8 MB full bundle
 
 
 def test_bad_level_is_400_and_unknown_bundle_404(client, bundle) -> None:
@@ -120,16 +192,48 @@ def test_adopting_a_bundle_point_and_counting_changed_labels(app, client, bundle
     own, active = read_thresholds(bundle.path / "thresholds.json")
     other = next(p for p in own if p.name != active)
     response = post(
-        client, f"/studio/{bundle.id}/points/activate", {"level": "slice", "name": other.name}
+        client,
+        f"/studio/{bundle.id}/points/activate",
+        {"level": "slice", "name": other.name, "confirmed": "yes"},
     )
     assert response.status_code == 303
     assert f'id="active-name">{other.name}<' in _studio(client, bundle).get_data(as_text=True)
     with app.app_context():  # the stored result keeps the threshold it was made with
         assert db.session.scalars(db.select(Prediction)).one().label == label
-    missing = post(
-        client, f"/studio/{bundle.id}/points/activate", {"level": "slice", "name": "nope"}
+    for confirmed in ("yes", ""):
+        missing = post(
+            client,
+            f"/studio/{bundle.id}/points/activate",
+            {"level": "slice", "name": "nope", "confirmed": confirmed},
+        )
+        assert missing.status_code == 400
+
+
+def test_make_active_asks_for_confirmation_first(app, client, bundle) -> None:
+    own, active = read_thresholds(bundle.path / "thresholds.json")
+    other = next(p for p in own if p.name != active)
+    page = _studio(client, bundle).get_data(as_text=True)
+    form = re.search(
+        rf'<form[^>]*data-confirm="([^"]*)">(?:(?!</form>).)*value="{re.escape(other.name)}"',
+        page,
+        re.S,
     )
-    assert missing.status_code == 400
+    assert form and f"Make {other.name} (" in html.unescape(form.group(1))
+
+    url = f"/studio/{bundle.id}/points/activate"
+    asked = post(client, url, {"level": "slice", "name": other.name})
+    text = html.unescape(asked.get_data(as_text=True))
+    assert asked.status_code == 200
+    assert f"Make {other.name} the active slice operating point?" in text
+    assert f"at least <strong>{other.threshold:.3f}</strong>" in text
+    assert 'name="confirmed" value="yes"' in text
+    with app.app_context():  # asking changed nothing
+        assert db.session.scalars(db.select(OperatingPointRecord)).all() == []
+    assert f'id="active-name">{active}<' in _studio(client, bundle).get_data(as_text=True)
+
+    done = post(client, url, {"level": "slice", "name": other.name, "confirmed": "yes"})
+    assert done.status_code == 303
+    assert f'id="active-name">{other.name}<' in _studio(client, bundle).get_data(as_text=True)
 
 
 def test_holdout_report_is_shown_apart_when_present(client, bundle) -> None:

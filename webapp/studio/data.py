@@ -1,4 +1,5 @@
-"""What the studio page draws: OOF arrays, curves with bootstrap bands, points, stored results.
+"""What the studio page draws: OOF arrays, the report's figures with bootstrap bands, points,
+stored results.
 
 The curves' bands cost a few hundred bootstrap fits, so they are computed once per bundle and
 level and cached as JSON under the instance folder, where every worker process finds them.
@@ -13,7 +14,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select
 
-from ml import Bundle, oof_curves
+from ml import THRESHOLD_TAG, Bundle, oof_curves, oof_figures
 from webapp.bundles import points
 from webapp.extensions import db
 from webapp.models import Prediction
@@ -36,10 +37,12 @@ def cached_curves(bundle: Bundle, level: str) -> dict[str, Any]:
     return curves
 
 
-def studio_data(bundle: Bundle, level: str) -> dict[str, Any]:
-    """Everything the page needs to redraw itself for any threshold without asking again."""
+def studio_data(bundle: Bundle, level: str, threshold: float) -> dict[str, Any]:
+    """Everything the page needs to redraw itself for any threshold without asking again; the
+    figures are drawn at `threshold` and the page moves what `moving` tags."""
     scores = points.oof_scores(bundle, level)
     own, own_active = points.bundle_points(bundle, level)
+    curves = cached_curves(bundle, level)
     active = points.active_point(bundle, level)
     stored = db.session.execute(
         select(Prediction.score, Prediction.label).where(
@@ -52,7 +55,10 @@ def studio_data(bundle: Bundle, level: str) -> dict[str, Any]:
         "aggregation": scores.aggregation,
         "labels": scores.labels.astype(int).tolist(),
         "scores": [float(s) for s in scores.scores],
-        "curves": cached_curves(bundle, level),
+        "figures": oof_figures(
+            scores, curves, threshold=threshold, points={p.name: p.threshold for p in own}
+        ),
+        "moving": THRESHOLD_TAG,
         "points": [
             {"name": p.name, "policy": p.policy, "threshold": p.threshold, "source": "bundle"}
             for p in own

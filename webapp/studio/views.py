@@ -5,15 +5,18 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, jsonify, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 
-from ml import metrics_at
+from ml import Bundle, metrics_at
 from webapp.auth.guard import current_user, permission
 from webapp.bundles import points
 from webapp.bundles.store import active_bundle, get_bundle_or_404
 from webapp.extensions import db
+from webapp.models import OperatingPointRecord
 from webapp.render import render
 from webapp.studio.data import holdout_report, studio_data
 
 bp = Blueprint("studio", __name__, url_prefix="/studio")
+# Said when a prevalence is refused, here and by the page's script (which reads it from the page).
+PREVALENCE_RULE = "prevalence must be a number strictly between 0 and 1 (0.05 for 5%)"
 
 
 @bp.get("")
@@ -26,24 +29,25 @@ def active() -> ResponseReturnValue:
 
 
 @bp.get("/<bundle_id>")
-def page(bundle_id: str) -> str:
+def page(bundle_id: str) -> ResponseReturnValue:
     """The slider, the plots and the table; the table alone also works without JavaScript."""
     bundle = get_bundle_or_404(bundle_id)
     level = _level()
     active = points.active_point(bundle, level)
     threshold = _float_arg("threshold", active.point.threshold, 0.0, 1.0)
-    prevalence = request.args.get("prevalence", type=float)
-    if prevalence is not None and not 0.0 < prevalence < 1.0:
-        prevalence = None
+    prevalence, problem = _prevalence()
     scores = points.oof_scores(bundle, level)
     changed = db.session.scalars(points.would_change(bundle, level, threshold)).all()
     own, own_active = points.bundle_points(bundle, level)
-    return render(
+    body = render(
         "studio/page.html",
         bundle=bundle,
         level=level,
         threshold=threshold,
         prevalence=prevalence,
+        prevalence_typed=request.args.get("prevalence", ""),
+        prevalence_problem=problem,
+        prevalence_rule=PREVALENCE_RULE,
         figures=metrics_at(scores, threshold, prevalence=prevalence),
         active=active,
         own_points=own,
@@ -53,12 +57,17 @@ def page(bundle_id: str) -> str:
         holdout=holdout_report(bundle, level),
         aggregation=scores.aggregation,
     )
+    return body, 400 if problem else 200
 
 
 @bp.get("/<bundle_id>/data.json")
 def data(bundle_id: str) -> ResponseReturnValue:
-    """OOF arrays, curves with bands, points and stored results: the page redraws from these."""
-    return jsonify(studio_data(get_bundle_or_404(bundle_id), _level()))
+    """OOF arrays, the figures at a threshold, points and stored results: the page redraws
+    from these."""
+    bundle = get_bundle_or_404(bundle_id)
+    level = _level()
+    threshold = _threshold_or_400(points.active_point(bundle, level).point.threshold)
+    return jsonify(studio_data(bundle, level, threshold))
 
 
 @bp.get("/<bundle_id>/changed")
@@ -105,11 +114,14 @@ def save(bundle_id: str) -> ResponseReturnValue:
 @bp.post("/<bundle_id>/points/activate")
 @permission("operating_points")
 def activate(bundle_id: str) -> ResponseReturnValue:
-    """Make a stored point (the bundle's own or a saved one) the one that labels new results."""
+    """Make a stored point (the bundle's own or a saved one) the one that labels new results,
+    once the user has confirmed it (a page asks when the browser has not)."""
     bundle = get_bundle_or_404(bundle_id)
     level = _level(request.form)
     name = request.form.get("name", "")
     saved = next((r for r in points.saved_points(bundle, level) if r.name == name), None)
+    if request.form.get("confirmed") != "yes":
+        return _confirm_activation(bundle, level, name, saved)
     try:
         if saved is not None:
             points.activate_saved(saved)
@@ -119,6 +131,50 @@ def activate(bundle_id: str) -> ResponseReturnValue:
         abort(400, description=str(exc))
     flash(f"{name} is now the active {level} operating point")
     return redirect(url_for(".page", bundle_id=bundle.id, level=level), 303)
+
+
+def _confirm_activation(
+    bundle: Bundle, level: str, name: str, saved: OperatingPointRecord | None
+) -> str:
+    """The page that asks before a point is made active; it changes nothing."""
+    own, _ = points.bundle_points(bundle, level)
+    point = saved or next((p for p in own if p.name == name), None)
+    if point is None:
+        abort(400, description=f"no {level} operating point called {name!r}; pick one listed")
+    active = points.active_point(bundle, level)
+    changed = db.session.scalars(points.would_change(bundle, level, point.threshold)).all()
+    return render(
+        "studio/confirm.html",
+        bundle=bundle,
+        level=level,
+        point=point,
+        active=active,
+        changed_count=len(changed),
+    )
+
+
+def _prevalence() -> tuple[float | None, str | None]:
+    """The deployment prevalence asked for (None when not given), or why it is refused."""
+    raw = request.args.get("prevalence", "").strip()
+    if not raw:
+        return None, None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        return None, f"{PREVALENCE_RULE}, not {raw!r}."
+    return value, None
+
+
+def _threshold_or_400(default: float) -> float:
+    """The `threshold` query value, `default` when absent; 400 unless within [0, 1]."""
+    if "threshold" not in request.args:
+        return default
+    value = request.args.get("threshold", type=float)
+    if value is None or not 0.0 <= value <= 1.0:
+        abort(400, description="threshold must be a number between 0 and 1, like 0.5")
+    return value
 
 
 def _author() -> str:
