@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from ml.config import TrainConfig, config_from_dict
+from ml.config import SYNTHETIC_ORIGIN, TrainConfig, config_from_dict
 from ml.errors import UserError
 from ml.hashing import sha256_file, sha256_lines
 
@@ -78,6 +78,32 @@ class Bundle:
     def train_config(self) -> TrainConfig:
         return config_from_dict(self.config)
 
+    @property
+    def synthetic_only(self) -> bool:
+        """Trained on synthetic phantoms only, so it knows nothing about real CT.
+
+        The trainer records the data's origin (`origin.json` of the data folder, which `ml
+        synth` writes) in the manifest. Bundles trained before it did carry no origin; for them
+        a note that says "synthetic phantom" (what `make demo-build` passes) decides.
+        """
+        origin = self.manifest.get("data", {}).get("origin")
+        if origin is not None:
+            return origin == SYNTHETIC_ORIGIN
+        return any("synthetic phantom" in str(n).lower() for n in self.manifest.get("notes", []))
+
+    def point_figures(self) -> dict[str, dict[str, Any]]:
+        """Per level, the OOF figures at each of the bundle's operating points with their 95%
+        Wilson intervals (`ci95`), as the training run's report holds them; {} without one."""
+        path = self.path / "report" / "metrics.json"
+        if not path.is_file():
+            return {}
+        report = json.loads(path.read_text())
+        return {
+            level: report[level].get("operating_points", {})
+            for level in ("slice", "patient")
+            if isinstance(report.get(level), dict)
+        }
+
     def card(self) -> dict[str, Any]:
         """What a model card shows: identity, recipe, data, honest figures and their caveats."""
         cfg, data = self.config, self.manifest.get("data", {})
@@ -94,6 +120,7 @@ class Bundle:
             "loss": cfg["loss"],
             "study_aggregation": cfg["study_aggregation"],
             "data": data,
+            "synthetic_only": self.synthetic_only,
             "metrics": self.metrics,
             "audit_ok": bool(self.audit.get("ok")),
             "notes": self.manifest.get("notes", []),
