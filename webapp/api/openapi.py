@@ -317,7 +317,26 @@ def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
 NULL_STR, NULL_NUM = {"type": "string", "nullable": True}, {"type": "number", "nullable": True}
 WHEN = {"type": "string", "format": "date-time"}
 STRINGS = {"type": "array", "items": STR}
+WARNINGS = {
+    "type": "array",
+    "items": _ref("Warning"),
+    "description": "What the output must be read with: not_for_clinical_use (always), "
+    "synthetic_model, not_head_ct.",
+}
+CAVEATS = {
+    "not_for_clinical_use": {**BOOL, "description": "Always true: research software."},
+    "model_synthetic_only": {
+        **BOOL,
+        "nullable": True,
+        "description": "The model that made it (or will) was trained on "
+        "synthetic phantoms only; null: not recorded.",
+    },
+    "warnings": WARNINGS,
+}
 PREDICTION_FIELDS = {
+    **CAVEATS,
+    "looks_like_head_ct": {**BOOL, "description": "false: a slice does not look like an axial "
+                                                  "head CT (a warning says which and why)."},
     "id": INT, "public_id": STR, "version": INT, "url": STR,
     "kind": {"type": "string", "enum": ["slice", "study"]}, "name": STR,
     "score": NUM, "label": {"type": "string", "enum": ["Normal", "Stroke"]}, "threshold": NUM,
@@ -335,6 +354,7 @@ SCHEMAS: dict[str, Any] = {
     "Error": _object(
         {"error": _object({"code": STR, "message": STR}, ("code", "message"))}, ("error",)
     ),
+    "Warning": _object({"code": STR, "message": STR}, ("code", "message")),
     "Provenance": _object(
         {
             "bundle_id": STR,
@@ -364,6 +384,8 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Per CAM method: drop_top, drop_random, probability.",
             },
             "cam_url": {"type": "string", "description": "Present once a Grad-CAM was made."},
+            "looks_like_head_ct": BOOL,
+            "input_warning": {**NULL_STR, "description": "Why it does not look like a head CT."},
         }
     ),
     "PredictionSummary": _object(PREDICTION_FIELDS),
@@ -386,9 +408,10 @@ SCHEMAS: dict[str, Any] = {
             "updated_at": {**WHEN, "nullable": True},
             "predictions": {
                 "type": "array",
-                "items": _object({"id": INT, "url": STR}),
+                "items": _object({"id": INT, "url": STR, "warnings": WARNINGS}),
                 "description": "The stored results, once the job is done.",
             },
+            **CAVEATS,
         }
     ),
     "PredictionPage": _object(

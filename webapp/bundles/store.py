@@ -64,10 +64,23 @@ def using_predictor() -> Iterator[Predictor]:
 
 
 def register(bundle: Bundle) -> bool:
-    """Record the bundle in the database (once); True when it was new. The caller commits."""
-    if db.session.get(BundleRecord, bundle.id) is not None:
+    """Record the bundle in the database (once); True when it was new. The caller commits.
+
+    A record made before what it was trained on was recorded gets it now.
+    """
+    record = db.session.get(BundleRecord, bundle.id)
+    if record is not None:
+        if record.synthetic_only is None:
+            record.synthetic_only = bundle.synthetic_only
         return False
-    db.session.add(BundleRecord(id=bundle.id, name=bundle.name, backbone=bundle.config["backbone"]))
+    db.session.add(
+        BundleRecord(
+            id=bundle.id,
+            name=bundle.name,
+            backbone=bundle.config["backbone"],
+            synthetic_only=bundle.synthetic_only,
+        )
+    )
     return True
 
 
