@@ -29,6 +29,7 @@ from tests.web.helpers import (
 )
 from webapp.api.auth import issue_token
 from webapp.extensions import db
+from webapp.history.query import Filters
 from webapp.models import ApiToken, OperatingPointRecord
 
 pytestmark = BOTH_DATABASES
@@ -303,6 +304,46 @@ def test_predictions_are_paged_and_filtered(client, auth, phantom_data) -> None:
 @pytest.mark.parametrize("query", ["per_page=101", "per_page=0", "page=0", "page=two"])
 def test_bad_paging_is_400(client, auth, query) -> None:
     assert_error(client.get(f"{API}/predictions?{query}", headers=auth), 400)
+
+
+@pytest.mark.parametrize(
+    ("query", "accepts"),
+    [
+        ("label=stroke", "label must be one of Normal, Stroke; got 'stroke'"),
+        ("uncertain=true", "uncertain must be one of yes, no; got 'true'"),
+        ("review=xyz", "review must be one of agree, disagree, none; got 'xyz'"),
+        ("since=yesterday", "since must be a date as YYYY-MM-DD; got 'yesterday'"),
+        ("until=2026-02-30", "until must be a date as YYYY-MM-DD; got '2026-02-30'"),
+        ("sort=random", "sort must be one of newest, oldest, score_high, score_low, name"),
+    ],
+)
+def test_bad_filter_values_are_400_naming_what_they_accept(client, auth, query, accepts) -> None:
+    assert_error(client.get(f"{API}/predictions?{query}", headers=auth), 400, accepts)
+
+
+def test_the_filters_accept_exactly_what_the_openapi_document_declares(client, auth) -> None:
+    doc = client.get(f"{API}/openapi.json").get_json()
+    parameters = doc["paths"]["/predictions"]["get"]["parameters"]
+    assert {p["name"] for p in parameters} == {"page", "per_page"} | set(
+        Filters.__dataclass_fields__
+    )
+    checked = set()
+    for parameter in parameters:
+        name, schema = parameter["name"], parameter["schema"]
+        if "enum" in schema:
+            good, bad = schema["enum"], [f"{schema['enum'][0]}x", schema["enum"][0].upper()]
+        elif schema.get("format") == "date":
+            good, bad = ["2024-02-29", "9999-12-31", "0001-01-01"], ["2023-02-29", "today"]
+        else:
+            continue
+        for value in good:
+            response = client.get(f"{API}/predictions", query_string={name: value}, headers=auth)
+            assert response.status_code == 200, (name, value)
+        for value in bad:
+            response = client.get(f"{API}/predictions", query_string={name: value}, headers=auth)
+            assert_error(response, 400, name)
+        checked.add(name)
+    assert checked == {"label", "uncertain", "review", "since", "until", "sort"}
 
 
 def test_missing_predictions_are_404(client, auth) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from webapp.history import query
+
 JSON = "application/json"
 ERROR_TEXT = {
     400: "The request was not valid; the message says what to change.",
@@ -107,21 +109,31 @@ BOOL = {"type": "boolean"}
 UNIT = {"type": "number", "minimum": 0, "maximum": 1}
 PREDICTION_ID = _param("path", "prediction_id", INT, "A stored prediction's id.")
 BUNDLE_ID = _param("path", "bundle_id", STR, "A bundle's id (hash of its files).")
-HISTORY_FILTERS = tuple(
-    _param("query", name, schema, text)
-    for name, schema, text in [
-        ("q", STR, "Text in the name, a slice's file name or the note."),
-        ("label", {"type": "string", "enum": ["Normal", "Stroke"]}, "Only this label."),
-        ("uncertain", {"type": "string", "enum": ["yes", "no"]}, "Only (un)certain results."),
-        ("review", {"type": "string", "enum": ["agree", "disagree", "none"]}, "Review state."),
-        ("since", {"type": "string", "format": "date"}, "Made on or after this day."),
-        ("until", {"type": "string", "format": "date"}, "Made on or before this day."),
-        ("bundle", STR, "Made by this bundle id."),
-        ("job", STR, "Made by this job."),
-        ("sort", {"type": "string", "enum": ["newest", "oldest", "score_high", "score_low",
-                                             "name"]}, "Order (newest first by default)."),
-    ]
-)  # fmt: skip
+FILTER_TEXT = {
+    "q": "Text in the name, a slice's file name or the note.",
+    "label": "Only this label.",
+    "uncertain": "Only (un)certain results.",
+    "review": "Review state.",
+    "since": "Made on or after this day.",
+    "until": "Made on or before this day.",
+    "bundle": "Made by this bundle id.",
+    "job": "Made by this job.",
+    "sort": "Order (newest first by default).",
+}
+
+
+def _filter(name: str, text: str) -> dict[str, Any]:
+    """One history filter, with what it accepts read from the definitions the query checks."""
+    if name in query.CHOICES:
+        schema = {"type": "string", "enum": list(query.CHOICES[name])}
+    elif name in query.DATES:
+        schema = {"type": "string", "format": "date"}
+    else:
+        return _param("query", name, STR, text)
+    return _param("query", name, schema, f"{text} Any other value is refused with 400.")
+
+
+HISTORY_FILTERS = tuple(_filter(name, text) for name, text in FILTER_TEXT.items())
 UPLOAD = {
     "type": "object",
     "required": ["files"],
