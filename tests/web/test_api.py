@@ -30,7 +30,7 @@ from tests.web.helpers import (
 from webapp.api.auth import issue_token
 from webapp.extensions import db
 from webapp.history.query import Filters
-from webapp.models import ApiToken, OperatingPointRecord
+from webapp.models import ApiToken, AuditEvent, OperatingPointRecord
 
 pytestmark = BOTH_DATABASES
 API = "/api/v1"
@@ -462,6 +462,67 @@ def test_save_and_activate_operating_points(app, client, auth, bundle_dir, phant
         f"{model_url}/operating-points/nope/activate", json={"level": "slice"}, headers=auth
     )
     assert_error(missing, 404, "youden")
+
+
+def test_a_bundle_point_made_active_is_named_once_in_errors(client, auth, bundle_dir, phantom_data):
+    """Activating youden copies it into the deployment's records; it is still one point."""
+    model_url = f"{API}/models/{bundle_id(bundle_dir)}"
+    adopted = client.post(
+        f"{model_url}/operating-points/youden/activate", json={"level": "slice"}, headers=auth
+    )
+    assert adopted.status_code == 200
+    for response in (
+        api_predict(client, auth, phantom_slices(phantom_data, 1), operating_point="nope"),
+        client.post(
+            f"{model_url}/operating-points/nope/activate", json={"level": "slice"}, headers=auth
+        ),
+    ):
+        message = response.get_json()["error"]["message"]
+        assert message.count("youden") == 1, message
+        assert "max_f1" in message
+
+
+def test_saved_points_can_be_deleted_but_not_the_active_or_the_bundles_own(
+    app, client, auth, bundle_dir, phantom_data
+) -> None:
+    model_url = f"{API}/models/{bundle_id(bundle_dir)}"
+    points_url = f"{model_url}/operating-points"
+    for name, activate in (("screening", True), ("spare", False)):
+        body = {"name": name, "threshold": 0.0, "level": "slice", "activate": activate}
+        assert client.post(points_url, json=body, headers=auth).status_code == 201
+    made = api_predict(client, auth, phantom_slices(phantom_data, 1)).get_json()
+    assert made["operating_point"] == "screening"
+
+    gone = client.delete(f"{points_url}/spare?level=slice", headers=auth)
+    assert gone.status_code == 204 and gone.get_data() == b""
+    saved = client.get(model_url, headers=auth).get_json()["operating_points"]["slice"]["saved"]
+    assert [p["name"] for p in saved] == ["screening"]
+    assert_error(client.delete(f"{points_url}/spare?level=slice", headers=auth), 404, "spare")
+    assert_error(
+        client.delete(f"{points_url}/screening?level=slice", headers=auth),
+        409,
+        "make another active first",
+    )
+    assert_error(client.delete(f"{points_url}/youden?level=slice", headers=auth), 400, "own")
+    assert_error(client.delete(f"{points_url}/screening", headers=auth), 400, "level")
+    reader = bearer(make_token(app, "read"))
+    assert_error(client.delete(f"{points_url}/screening?level=slice", headers=reader), 403)
+
+    client.post(f"{points_url}/youden/activate", json={"level": "slice"}, headers=auth)
+    assert client.delete(f"{points_url}/screening?level=slice", headers=auth).status_code == 204
+    kept = client.get(f"{API}/predictions/{made['id']}", headers=auth).get_json()
+    assert kept["operating_point"] == "screening"  # a result keeps the name it was made with
+    again = {"name": "screening", "threshold": 0.2, "level": "slice"}
+    assert client.post(points_url, json=again, headers=auth).status_code == 201
+    with app.app_context():
+        deleted = db.session.scalars(
+            db.select(AuditEvent).where(AuditEvent.action == "operating_point")
+        ).all()
+        assert [e.detail.get("deleted") for e in deleted if "deleted" in e.detail] == [
+            "spare",
+            "screening",
+        ]
+        assert all(e.actor.startswith("api token") for e in deleted)
 
 
 @pytest.mark.parametrize(

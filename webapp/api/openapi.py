@@ -16,7 +16,7 @@ ERROR_TEXT = {
     401: "No valid token: send 'Authorization: Bearer <token>'.",
     403: "The token lacks the scope this route needs.",
     404: "Nothing with that id.",
-    409: "The request conflicts with what is stored or loaded.",
+    409: "The request conflicts with what is stored or loaded (e.g. deleting the active point).",
     410: "The prediction was deleted; its number is never given to another.",
     413: "The upload is too large or holds too many slices.",
     415: "A file is not a PNG, JPEG or DICOM image.",
@@ -289,6 +289,19 @@ PATHS: dict[str, Any] = {
             (400, 404, 409),
             parameters=(BUNDLE_ID,),
             body={"required": True, "content": {JSON: {"schema": _ref("NewPoint")}}},
+        )
+    },
+    "/models/{bundle_id}/operating-points/{name}": {
+        "delete": _op(
+            "Delete an operating point saved in this deployment (audited)",
+            "write",
+            {"204": {"description": "Deleted; results labelled with it keep its name."}},
+            (400, 404, 409),
+            parameters=(
+                BUNDLE_ID,
+                _param("path", "name", STR, "The saved point's name."),
+                _param("query", "level", LEVEL, "Its level.", True),
+            ),
         )
     },
     "/models/{bundle_id}/operating-points/{name}/activate": {

@@ -54,8 +54,12 @@ def _queue_unavailable(exc: QueueUnavailable) -> ResponseReturnValue:
 
 
 @bp.errorhandler(points.PointError)
+def _point_error(exc: points.PointError) -> ResponseReturnValue:
+    return error_response(exc.status, str(exc))
+
+
 @bp.errorhandler(BadFilter)
-def _bad_value(exc: ValueError) -> ResponseReturnValue:
+def _bad_filter(exc: BadFilter) -> ResponseReturnValue:
     return error_response(400, str(exc))
 
 
