@@ -164,15 +164,19 @@ def write_manifest(path: Path, **extra: Any) -> str:
     return identity
 
 
-def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
+METADATA = ("config.yaml", "metrics.json", "audit.json")  # what `load_bundle` reads
+
+
+def load_bundle(path: Path | str, *, verify: bool = True, metadata_only: bool = False) -> Bundle:
     """Read a bundle's metadata; with `verify`, refuse it unless every file matches its hash.
 
-    Every way a bundle can be unusable (missing, unreadable, damaged) is a BundleError whose
-    message says what to do.
+    `metadata_only`: check only the files read here (not the weights), for a page that lists
+    many bundles' figures without hashing every one's weights. Every way a bundle can be
+    unusable (missing, unreadable, damaged) is a BundleError whose message says what to do.
     """
     path = Path(path)
     try:
-        return _load(path, verify)
+        return _load(path, verify, metadata_only)
     except PermissionError as exc:
         raise BundleError(
             f"{path}: cannot read {Path(exc.filename or path).name} (permission denied); "
@@ -187,7 +191,7 @@ def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
         raise BundleError(f"{path}: a bundle file is damaged ({damage})") from None
 
 
-def _load(path: Path, verify: bool) -> Bundle:
+def _load(path: Path, verify: bool, metadata_only: bool) -> Bundle:
     manifest_path = path / MANIFEST
     if not path.is_dir():
         raise BundleError(f"no bundle at {path}")
@@ -203,7 +207,7 @@ def _load(path: Path, verify: bool) -> Bundle:
         )
     files: dict[str, str] = manifest["files"]
     if verify:
-        _verify(path, files)
+        _verify(path, {k: v for k, v in files.items() if k in METADATA} if metadata_only else files)
     if bundle_id(files) != manifest.get("bundle_id"):
         raise BundleError(f"{path}: the manifest's bundle id does not match its file list")
     return Bundle(

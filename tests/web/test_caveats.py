@@ -42,7 +42,10 @@ def black_8000() -> bytes:
 
 
 def relabel(bundle: Path, origin: str) -> None:
-    """Rewrite a bundle's manifest as if its training data had come from `origin`."""
+    """Rewrite a bundle's manifest as if its training data had come from `origin`; its report
+    says so too, which gives it an id of its own (the id hashes the files, not the manifest)."""
+    with (bundle / "report.md").open("a") as report:
+        report.write(f"\nRelabelled for a test: trained on {origin}.\n")
     manifest = json.loads((bundle / "manifest.json").read_text())
     kept = {k: v for k, v in manifest.items() if k not in ("bundle_id", "format", "files")}
     kept.pop("packages", None)

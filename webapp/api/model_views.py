@@ -7,16 +7,14 @@ from __future__ import annotations
 
 from flask import Blueprint, g, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 
 from ml import metrics_at
 from webapp.api import serialise
 from webapp.api.auth import require
 from webapp.api.params import ApiError, json_body, level_of, number, optional_number
 from webapp.bundles import points
-from webapp.bundles.store import active_bundle, get_bundle_or_404
-from webapp.extensions import csrf, db
-from webapp.models import BundleRecord
+from webapp.bundles.store import active_bundle, get_bundle_or_404, known_records
+from webapp.extensions import csrf
 
 bp = Blueprint("models", __name__, url_prefix="/models")
 csrf.exempt(bp)  # Flask-WTF checks the innermost blueprint only
@@ -27,12 +25,7 @@ csrf.exempt(bp)  # Flask-WTF checks the innermost blueprint only
 def listing() -> ResponseReturnValue:
     """Bundles this deployment knows, and which one is loaded."""
     active, _ = active_bundle()
-    records = list(db.session.scalars(select(BundleRecord).order_by(BundleRecord.registered_at)))
-    if active is not None and all(r.id != active.id for r in records):
-        # Loaded but not yet recorded (no prediction yet): listed unsaved, not written on a GET.
-        records.append(
-            BundleRecord(id=active.id, name=active.name, backbone=active.config["backbone"])
-        )
+    records = known_records()
     active_id = active.id if active else None
     items = [serialise.bundle_record(r, active_id) for r in records]
     return {"items": items, "active_id": active_id}
