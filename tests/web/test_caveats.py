@@ -127,7 +127,7 @@ def test_a_study_names_its_slices_that_are_not_a_head_ct(app, client, phantom_da
         assert [s.input_warning is None for s in study.slices] == [True, True, False]
         url = f"/predictions/{study.id}"
     page = client.get(url).get_data(as_text=True)
-    assert "slice 3 (z.png): the image does not look like an axial head CT" in page
+    assert "Slice 3 (z.png): the image does not look like an axial head CT" in page
 
 
 def test_a_bundle_registered_before_its_origin_was_recorded_gets_it(app, runner) -> None:

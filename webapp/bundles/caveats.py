@@ -56,7 +56,7 @@ def prediction_caveats(p: Prediction) -> dict[str, Any]:
     caveats = model_caveats(synthetic_only(p.bundle_id))
     odd = [s for s in p.slices if s.input_warning]
     for s in odd:
-        where = f"slice {s.position + 1} ({s.original_name})" if p.kind == "study" else "the slice"
+        where = f"Slice {s.position + 1} ({s.original_name})" if p.kind == "study" else "The slice"
         caveats["warnings"].append(
             {"code": "not_head_ct", "message": f"{where}: {s.input_warning}"}
         )
