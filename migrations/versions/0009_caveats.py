@@ -8,7 +8,7 @@ the slice did not look like an axial head CT (NULL: it did, or it was stored bef
 
 Revision ID: 0009_caveats
 Revises: 0008_record_integrity
-Create Date: 2026-12-02
+Create Date: 2026-12-01
 """
 
 import sqlalchemy as sa

@@ -17,7 +17,8 @@ The thresholds were set from measurements (benchmarks/bench_head_check.py, figur
 benchmarks/RESULTS.md): real CT slices showed at least 82% dark edge pixels, and at least 0.13%
 of pixels off the median wherever anything was in the slice; noise, gradients and photographs at
 most 29% dark edge pixels. PHE-SICH holds 29 slices past the top of the head that are black or
-hold a few specks (at most 0.06% of pixels): the check calls them blank, rightly. What it does
+hold a few specks (at most 0.06% of pixels): the check calls them blank, rightly, since there is
+no head in them. What it does
 not catch: an object photographed on a black background, or a CT of another part of the body.
 """
 
