@@ -379,8 +379,10 @@ def test_models_list_and_detail(client, auth, bundle_dir) -> None:
     listed = client.get(f"{API}/models", headers=auth).get_json()
     [entry] = listed["items"]
     assert entry["id"] == listed["active_id"] == bundle_id(bundle_dir) and entry["active"]
+    assert entry["synthetic_only"] is True  # the tiny bundle is trained on phantoms
     detail = client.get(entry["url"], headers=auth).get_json()
     assert detail["active"] and detail["card"]["backbone"] and "metrics" not in detail["card"]
+    assert detail["card"]["synthetic_only"] is True
     assert detail["metrics"] == load_bundle(bundle_dir / "tiny").metrics
     for level in ("slice", "patient"):
         points = detail["operating_points"][level]

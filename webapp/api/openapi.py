@@ -460,6 +460,12 @@ SCHEMAS: dict[str, Any] = {
                         "backbone": STR,
                         "registered_at": {**WHEN, "nullable": True},
                         "active": BOOL,
+                        "synthetic_only": {
+                            **BOOL,
+                            "nullable": True,
+                            "description": "Trained on synthetic phantoms only; null: not "
+                            "recorded (registered before it was).",
+                        },
                     }
                 ),
             },

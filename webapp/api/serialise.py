@@ -89,6 +89,7 @@ def bundle_record(record: BundleRecord, active_id: str | None) -> dict[str, Any]
         "backbone": record.backbone,
         "registered_at": iso(record.registered_at),
         "active": record.id == active_id,
+        "synthetic_only": record.synthetic_only,
     }
 
 
@@ -130,7 +131,8 @@ def _bundle_point(point: OperatingPoint, bundle_default: bool) -> dict[str, Any]
 
 
 def job(j: Job) -> dict[str, Any]:
-    """A job's state; once done, the results it stored (their ids and URLs)."""
+    """A job's state; once done, the results it stored (their ids, URLs and warnings); and
+    what the results of its model must be read with."""
     made = sorted(j.predictions, key=lambda p: p.id) if j.status == "done" else []
     if made:
         about = caveats.model_caveats(caveats.synthetic_only(made[0].bundle_id))
