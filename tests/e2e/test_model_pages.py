@@ -47,7 +47,9 @@ def test_the_bundle_list_leads_to_the_card_with_its_intervals(page, base_url, li
     page.goto(base_url + "/models")
     row = page.locator(f'tr[data-bundle="{bundle.id}"]')
     figures = bundle.metrics["slice"]
-    assert f"{number(figures['roc_auc'])} ({interval(figures['roc_auc_ci95'])})" in row.inner_text()
+    assert (
+        f"{number(figures['roc_auc'])}\n({interval(figures['roc_auc_ci95'])})" in row.inner_text()
+    )
     assert row.locator("a", has_text="threshold studio").get_attribute("href") == (
         f"/studio/{bundle.id}"
     )

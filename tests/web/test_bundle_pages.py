@@ -26,6 +26,8 @@ def test_index_shows_the_active_bundle_card(client, bundle_dir: Path) -> None:
     slice_auc = bundle.metrics["slice"]["roc_auc"]
     assert f"{slice_auc:.3f}" in page
     assert "patients it did not see" in page
+    assert '<dd id="data-origin">synthetic phantoms: not real CT</dd>' in page
+    assert 'id="synthetic-model"' in page
     assert "optimistic" in page  # the checkpoint-selection caveat travels to the page
     check = bundle.metrics["checkpoint_check"]
     chose = check["kept_epochs"]["epochs"] != [bundle.config["epochs"]] * bundle.config["folds"]
@@ -109,7 +111,8 @@ def test_the_list_gives_each_bundle_its_figures_and_links(
         row = _row(page, bundle.id)
         for level in ("slice", "patient"):
             figures = bundle.metrics[level]
-            expected = f"{number(figures['roc_auc'])} ({interval(figures['roc_auc_ci95'])})"
+            ci = interval(figures["roc_auc_ci95"])
+            expected = f'{number(figures["roc_auc"])}<br><span class="small">({ci})</span>'
             assert expected in row, (name, level)
         assert f'href="/models/{bundle.id}"' in row and f'href="/studio/{bundle.id}"' in row
         assert ("phantoms only" in row) == (name == "tiny")
@@ -143,7 +146,7 @@ def test_the_card_gives_operating_points_their_wilson_intervals(client, bundle_d
             for key in ("sensitivity", "specificity", "ppv", "npv"):
                 ci = at["ci95"][key]
                 cell = number(at[key]) + (
-                    f' <span class="ci">({interval(ci)})</span>' if ci else ""
+                    f'<br><span class="small ci">({interval(ci)})</span>' if ci else ""
                 )
                 assert cell in row, (level, name, key)
     active = bundle.metrics["operating_point"]["slice"]
