@@ -44,6 +44,12 @@ __getattr__, __all__ = exports(
         "read_zip": "ml.data.inputs",
         "UnreadableInput": "ml.data.inputs",
         "network_pixels": "ml.data.cache",
+        # is it a head CT at all? (blank images, photographs ...)
+        "check_head_ct": "ml.data.headct",
+        "HeadCtCheck": "ml.data.headct",
+        "NOT_HEAD_CT": "ml.data.headct",
+        # where a bundle's training data came from (`Bundle.synthetic_only` reads it)
+        "SYNTHETIC_ORIGIN": "ml.config",
         # predicting and explaining (these load torch)
         "Predictor": "ml.infer.predictor",
         "SlicePrediction": "ml.infer.predictor",

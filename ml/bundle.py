@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from ml.config import TrainConfig, config_from_dict
+from ml.config import SYNTHETIC_ORIGIN, TrainConfig, config_from_dict
 from ml.errors import UserError
 from ml.hashing import sha256_file, sha256_lines
 
@@ -91,6 +91,32 @@ class Bundle:
         path = self.path / "patient_thresholds.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
+    @property
+    def synthetic_only(self) -> bool:
+        """Trained on synthetic phantoms only, so it knows nothing about real CT.
+
+        The trainer records the data's origin (`origin.json` of the data folder, which `ml
+        synth` writes) in the manifest. Bundles trained before it did carry no origin; for them
+        a note that says "synthetic phantom" (what `make demo-build` passes) decides.
+        """
+        origin = self.manifest.get("data", {}).get("origin")
+        if origin is not None:
+            return origin == SYNTHETIC_ORIGIN
+        return any("synthetic phantom" in str(n).lower() for n in self.manifest.get("notes", []))
+
+    def point_figures(self) -> dict[str, dict[str, Any]]:
+        """Per level, the OOF figures at each of the bundle's operating points with their 95%
+        Wilson intervals (`ci95`), as the training run's report holds them; {} without one."""
+        path = self.path / "report" / "metrics.json"
+        if not path.is_file():
+            return {}
+        report = json.loads(path.read_text())
+        return {
+            level: report[level].get("operating_points", {})
+            for level in ("slice", "patient")
+            if isinstance(report.get(level), dict)
+        }
+
     def card(self) -> dict[str, Any]:
         """What a model card shows: identity, recipe, data, honest figures and their caveats."""
         cfg, data = self.config, self.manifest.get("data", {})
@@ -107,6 +133,7 @@ class Bundle:
             "loss": cfg["loss"],
             "study_aggregation": self.train_config().study_aggregation,
             "data": data,
+            "synthetic_only": self.synthetic_only,
             "metrics": self.metrics,
             "audit_ok": bool(self.audit.get("ok")),
             "notes": self.manifest.get("notes", []),
@@ -150,15 +177,19 @@ def write_manifest(path: Path, **extra: Any) -> str:
     return identity
 
 
-def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
+METADATA = ("config.yaml", "metrics.json", "audit.json")  # what `load_bundle` reads
+
+
+def load_bundle(path: Path | str, *, verify: bool = True, metadata_only: bool = False) -> Bundle:
     """Read a bundle's metadata; with `verify`, refuse it unless every file matches its hash.
 
-    Every way a bundle can be unusable (missing, unreadable, damaged) is a BundleError whose
-    message says what to do.
+    `metadata_only`: check only the files read here (not the weights), for a page that lists
+    many bundles' figures without hashing every one's weights. Every way a bundle can be
+    unusable (missing, unreadable, damaged) is a BundleError whose message says what to do.
     """
     path = Path(path)
     try:
-        return _load(path, verify)
+        return _load(path, verify, metadata_only)
     except PermissionError as exc:
         raise BundleError(
             f"{path}: cannot read {Path(exc.filename or path).name} (permission denied); "
@@ -173,7 +204,7 @@ def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
         raise BundleError(f"{path}: a bundle file is damaged ({damage})") from None
 
 
-def _load(path: Path, verify: bool) -> Bundle:
+def _load(path: Path, verify: bool, metadata_only: bool) -> Bundle:
     manifest_path = path / MANIFEST
     if not path.is_dir():
         raise BundleError(f"no bundle at {path}")
@@ -189,7 +220,7 @@ def _load(path: Path, verify: bool) -> Bundle:
         )
     files: dict[str, str] = manifest["files"]
     if verify:
-        _verify(path, files)
+        _verify(path, {k: v for k, v in files.items() if k in METADATA} if metadata_only else files)
     if bundle_id(files) != manifest.get("bundle_id"):
         raise BundleError(f"{path}: the manifest's bundle id does not match its file list")
     return Bundle(

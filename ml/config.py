@@ -30,6 +30,11 @@ DEFAULT_CLASS_MAP = {
     "Haemorrhage": 1,
     "Hemorrhage": 1,
 }
+# A dataset folder may say where its images come from in this file; `ml synth` writes one that
+# says SYNTHETIC_ORIGIN, the trainer records the origin in the bundle, and every page and API
+# answer of a bundle trained on it says that it knows nothing about real CT.
+ORIGIN_FILE = "origin.json"
+SYNTHETIC_ORIGIN = "synthetic phantoms"
 
 
 def _f(default: Any, help: str) -> Any:

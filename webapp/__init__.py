@@ -38,6 +38,7 @@ def create_app(config: object | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
     from webapp import audit, auth, converters, errors, filters
+    from webapp.bundles import caveats
     from webapp.bundles import store as bundle_store
     from webapp.extensions import csrf, db, migrate, sqlite_wait
     from webapp.predict import jobs
@@ -49,6 +50,7 @@ def create_app(config: object | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     csrf.init_app(app)
     bundle_store.init_app(app)
+    caveats.init_app(app)
     jobs.init_app(app)
     filters.init_app(app)
     errors.register(app)

@@ -46,6 +46,9 @@ class BundleRecord(db.Model):
     name: Mapped[str] = mapped_column(String(200))
     backbone: Mapped[str] = mapped_column(String(200))
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # Trained on synthetic phantoms only (ml's Bundle.synthetic_only). None: registered before
+    # it was recorded; filled when the bundle is registered again.
+    synthetic_only: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Job(db.Model):
@@ -187,6 +190,8 @@ class SliceResult(db.Model):
     uncertain_reasons: Mapped[list[str]] = mapped_column(JSON)
     info: Mapped[dict[str, Any]] = mapped_column(JSON)  # decoder facts (format, size, order tags)
     faithfulness: Mapped[dict[str, float] | None] = mapped_column(JSON)  # once a CAM was made
+    # Why the slice does not look like an axial head CT (ml's check); None when it does.
+    input_warning: Mapped[str | None] = mapped_column(Text)
 
     prediction: Mapped[Prediction] = relationship(back_populates="slices")
 

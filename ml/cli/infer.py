@@ -113,9 +113,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"bundle {bundle.name} ({bundle.id}), backend {predictor.backend}, "
         f"operating point {point.name} (threshold {point.threshold:.3f})"
     )
+    if bundle.synthetic_only:
+        print("warning: this bundle was trained on synthetic phantoms only; it knows nothing")
+        print("about real CT scans and its labels mean nothing for a patient.")
     for s in slices:
         flag = f"  uncertain: {', '.join(s.uncertain_reasons)}" if s.uncertain else ""
         print(f"{s.name}: {s.label} p={s.probability:.3f} (fold sd {s.fold_std:.3f}){flag}")
+        if s.input_warning:
+            print(f"  warning: {s.input_warning}")
     if args.study:
         print(
             f"study: {study.label} score={study.score:.3f} ({study.aggregation} of {len(slices)} "

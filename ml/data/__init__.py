@@ -1,5 +1,6 @@
 """From files to tensors: folder and manifest datasets, image readers, the decoded-slice cache,
-2.5D neighbours, transforms, test-time views, patient splits and synthetic phantoms.
+2.5D neighbours, transforms, test-time views, patient splits, synthetic phantoms, and the check
+that a slice looks like an axial head CT at all.
 
 Its modules import only the top-level ones (config, errors, hashing, runtime).
 """
@@ -20,5 +21,7 @@ __getattr__, __all__ = exports(
         "phantom_patient": "ml.data.synth",
         "window_to_uint8": "ml.data.synth",
         "BRAIN_WINDOW": "ml.data.synth",
+        "check_head_ct": "ml.data.headct",
+        "HeadCtCheck": "ml.data.headct",
     },
 )

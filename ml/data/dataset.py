@@ -24,11 +24,15 @@ can leak.
 from __future__ import annotations
 
 import csv
+import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from ml.config import ORIGIN_FILE
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ""}
 LABEL_NAMES = {0: "Normal", 1: "Stroke"}
@@ -64,6 +68,7 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (rel_path, reason)
     grouped_by_file: int = 0  # records without a patient id
+    origin: str | None = None  # what the folder's origin.json says, e.g. "synthetic phantoms"
 
     @property
     def labels(self) -> list[int]:
@@ -84,6 +89,7 @@ class Dataset:
             "patients": {k: len(v) for k, v in patients.items()},
             "total_slices": len(self.records),
             "total_patients": len({r.patient_id for r in self.records}),
+            "origin": self.origin,  # None: the folder does not say
         }
 
 
@@ -101,8 +107,28 @@ def load_dataset(source: Path, class_map: dict[str, int], patient_regex: str) ->
     if len({r.label for r in dataset.records}) < 2:
         raise ValueError("the dataset needs slices of both classes (normal and stroke)")
     dataset.records.sort(key=record_order)
+    dataset.origin = _origin(dataset)
     _add_notes(dataset)
     return dataset
+
+
+def _origin(dataset: Dataset) -> str | None:
+    """The origin declared by an `origin.json` in the dataset's folder, or in the folder that
+    holds every file of a manifest (so a manifest over phantoms still says what they are)."""
+    folders = [dataset.root]
+    common = Path(os.path.commonpath([r.path.parent for r in dataset.records]))
+    if common != dataset.root:
+        folders.append(common)
+    for folder in folders:
+        path = folder / ORIGIN_FILE
+        if path.is_file():
+            try:
+                origin = json.loads(path.read_text(encoding="utf-8")).get("origin")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise ValueError(f"{path} cannot be read as JSON with an 'origin': {exc}") from None
+            if isinstance(origin, str) and origin.strip():
+                return origin.strip()
+    return None
 
 
 def patient_from_name(name: str, pattern: re.Pattern[str]) -> tuple[str | None, int | None]:

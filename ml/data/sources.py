@@ -201,6 +201,8 @@ def _pool(first: Dataset, second: Dataset) -> Dataset:
         notes=first.notes + second.notes,
         ignored=first.ignored + second.ignored,
         grouped_by_file=first.grouped_by_file + second.grouped_by_file,
+        # Pooled data is of one origin only when every source says the same.
+        origin=first.origin if first.origin == second.origin else None,
     )
 
 

@@ -8,8 +8,10 @@ every slice carries its patient's label.
 
 `write_dataset` lays the slices out like the data users download (`Normal/3 (2).png`,
 `Stroke/7 (1).png`) and records every lesion's bounding box in `lesions.json`, so that tests can
-check where Grad-CAM looks. Every random draw is seeded from `seed` and the patient number, and no
-clock is read, so the same arguments give byte-identical files. Nothing here imports torch.
+check where Grad-CAM looks. `origin.json` says that the images are synthetic phantoms; the trainer
+records it, so a bundle trained on them says everywhere that it knows nothing about real CT. Every
+random draw is seeded from `seed` and the patient number, and no clock is read, so the same
+arguments give byte-identical files. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DS
 
+from ml.config import ORIGIN_FILE, SYNTHETIC_ORIGIN
 from ml.data.readers import BRAIN_WINDOW, apply_windows
 
 CLASS_NAMES = ("Normal", "Stroke")
@@ -218,7 +221,8 @@ def write_dataset(
     Patients 1..n_normal are normal and the next patients // 2 numbers have a stroke, so ids are
     unique across classes. `fmt="png"` writes 8-bit brain-window PNGs, `"dicom"` writes HU-encoded
     DICOM, `"both"` writes the same slices under `out/png` and `out/dicom`. Each root gets a
-    `lesions.json` with the bounding box of every lesion. Class folders must be new or empty, so
+    `lesions.json` with the bounding box of every lesion and an `origin.json` that says the
+    images are synthetic. Class folders must be new or empty, so
     slices of an earlier, larger run cannot linger among the new ones.
     """
     if fmt not in FORMATS:
@@ -258,7 +262,8 @@ def write_dataset(
 
     for kind in kinds:
         _write_lesions_json(roots[kind], lesions, suffixes[kind], seed, size, slices_per_patient)
-        files_written += 1
+        _write_origin_json(roots[kind])
+        files_written += 2
     return {
         "format": fmt,
         "roots": [str(roots[kind]) for kind in kinds],
@@ -547,6 +552,17 @@ def _lesion_record(stem: str, number: int, k: int, phantom: PhantomSlice) -> dic
             int(rows.max()) + 1,
         ],
     }
+
+
+def _write_origin_json(root: Path) -> None:
+    document = {
+        "origin": SYNTHETIC_ORIGIN,
+        "real_ct": False,
+        "generator": "ctstroke ml.data.synth",
+        "description": "Synthetic head-CT phantoms drawn by a program: not patients, not real CT.",
+    }
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    (root / ORIGIN_FILE).write_text(text, encoding="utf-8")
 
 
 def _write_lesions_json(

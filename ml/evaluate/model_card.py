@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ml.config import TrainConfig
+from ml.config import SYNTHETIC_ORIGIN, TrainConfig
 from ml.data.sources import describe_labels
 from ml.evaluate.numbers import interval, number, percent
 from ml.evaluate.report import oof_table
@@ -42,8 +42,13 @@ def render(
     uncertainty: dict[str, Any],
     audit: dict[str, Any],
     notes: list[str],
+    point_figures: dict[str, dict[str, Any]] | None = None,
 ) -> str:
-    """The card as Markdown."""
+    """The card as Markdown.
+
+    `point_figures`: per level, each operating point's figures as the OOF report holds them,
+    with their 95% Wilson intervals (`ci95`).
+    """
     lines = [
         f"# Model card: {name}",
         "",
@@ -52,6 +57,7 @@ def render(
         "",
         "## Data",
         f"- Source: {data.get('source_name')} (content fingerprint {data.get('fingerprint')})",
+        *_origin_lines(data.get("origin")),
         f"- Slices: {_pairs(data['slices'])}; patients: {_pairs(data['patients'])}",
         f"- Unreadable files skipped: {data.get('unreadable_files', 0)}",
         "",
@@ -113,17 +119,16 @@ def render(
     ):
         lines += [
             "",
-            f"{level.capitalize()} level, active: **{current}**",
+            f"{level.capitalize()} level, active: **{current}** (95% Wilson intervals)",
             "",
             "| name | threshold | sensitivity | specificity | PPV | NPV |",
             "|---|---|---|---|---|---|",
         ]
+        figures = (point_figures or {}).get(level, {})
         for p in points:
-            m = p.metrics
-            lines.append(
-                f"| {p.name} | {p.threshold:.3f} | {number(m['sensitivity'])} | "
-                f"{number(m['specificity'])} | {number(m['ppv'])} | {number(m['npv'])} |"
-            )
+            intervals = figures.get(p.name, {}).get("ci95") or {}
+            rates = [_with_interval(p.metrics, intervals, key) for key in RATES]
+            lines.append(f"| {p.name} | {number(p.threshold)} | {' | '.join(rates)} |")
     before, after = calibration["before"], calibration["after"]
     lines += [
         "",
@@ -173,6 +178,26 @@ def label_lines(summary: dict[str, Any]) -> list[str]:
             f"{choice['chosen_on']} ({tried})"
         )
     return lines
+
+
+RATES = ("sensitivity", "specificity", "ppv", "npv")
+
+
+def _with_interval(figures: dict[str, Any], intervals: dict[str, Any], key: str) -> str:
+    """'0.750 (0.551–0.880)'; the value alone where no interval is known."""
+    value = number(figures.get(key))
+    if intervals.get(key) is None:
+        return value
+    return f"{value} ({interval(intervals[key])})"
+
+
+def _origin_lines(origin: str | None) -> list[str]:
+    if origin == SYNTHETIC_ORIGIN:
+        return [
+            f"- Origin: **{origin}, not real CT**. This model knows nothing about real scans; "
+            "its outputs on them mean nothing."
+        ]
+    return [f"- Origin: {origin}"] if origin else []
 
 
 def _signed(value: float | None) -> str:

@@ -24,6 +24,7 @@ import torch
 from ml.bundle import Bundle, BundleError, load_bundle
 from ml.config import BACKENDS, VIEW_AGGREGATIONS, TrainConfig
 from ml.data.context import stack_neighbours, uses_neighbours
+from ml.data.headct import NOT_HEAD_CT
 from ml.data.transforms import to_tensor
 from ml.data.tta import VIEWS, build_views
 from ml.infer.onnx import export_matches
@@ -50,6 +51,7 @@ class SlicePrediction:
     uncertain_reasons: list[str]
     bundle_id: str
     info: dict[str, Any] = field(default_factory=dict)
+    input_warning: str | None = None  # why the slice does not look like a head CT, if it does not
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -331,6 +333,8 @@ class Predictor:
             reasons.append("close to the threshold")
         if fold_std > self.uncertainty["fold_std_limit"]:
             reasons.append("the fold models disagree")
+        if not prepared.check.plausible:
+            reasons.append(NOT_HEAD_CT)
         return SlicePrediction(
             name=prepared.name,
             probability=probability,
@@ -344,6 +348,7 @@ class Predictor:
             uncertain_reasons=reasons,
             bundle_id=self.bundle.id,
             info=prepared.info,
+            input_warning=prepared.check.warning,
         )
 
 

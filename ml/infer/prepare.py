@@ -14,8 +14,11 @@ import torch
 from ml.config import TrainConfig
 from ml.data.cache import network_frame
 from ml.data.dataset import natural_key
+from ml.data.headct import HeadCtCheck, check_head_ct
 from ml.data.readers import read_slice
 from ml.data.transforms import to_tensor
+
+PLAUSIBLE = HeadCtCheck(True)
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Prepared:
     windowed: np.ndarray  # uint8 (H, W, C) at the network size
     info: dict[str, Any]
     frame: tuple[float, float, float] = (1.0, 0.0, 0.0)  # see ml.data.cache.network_frame
+    check: HeadCtCheck = PLAUSIBLE  # does the decoded slice look like a head CT?
 
 
 def prepare_slice(
@@ -36,14 +40,17 @@ def prepare_slice(
     std: Sequence[float],
     name: str | None = None,
 ) -> Prepared:
-    """The training preprocessing of one slice: reader, windows, resize, normalisation."""
+    """The training preprocessing of one slice: reader, windows, resize, normalisation; and
+    whether the decoded slice looks like an axial head CT at all."""
     decoded = read_slice(source, windows=cfg.windows, png16_hu_offset=cfg.png16_hu_offset)
+    check = check_head_ct(decoded.pixels)
     pixels, frame = network_frame(
         decoded.pixels, len(cfg.windows), cfg.image_size, crop_head=cfg.crop_head
     )
     tensor = to_tensor(pixels, cfg.in_chans, mean, std)
     label = name or (Path(source).name if not isinstance(source, bytes) else "upload")
-    return Prepared(label, tensor, pixels, {"format": decoded.format, **decoded.info}, frame)
+    info = {"format": decoded.format, **decoded.info}
+    return Prepared(label, tensor, pixels, info, frame, check)
 
 
 def order_slices(prepared: Sequence[Prepared]) -> tuple[list[Prepared], str]:

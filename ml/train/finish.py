@@ -132,6 +132,9 @@ def write_bundle(
             uncertainty=uncertainty,
             audit=prepared.audit,
             notes=all_notes,
+            point_figures={
+                level: oof_report[level]["operating_points"] for level in ("slice", "patient")
+            },
         )
     )
     return write_manifest(

@@ -107,7 +107,7 @@ def test_a_text_file_named_png_is_refused_and_nothing_stored(page, base_url, tmp
 
 def test_pages_fit_a_tablet_and_keep_the_disclaimer(page, base_url) -> None:
     page.set_viewport_size({"width": 768, "height": 1024})
-    for path in ("/", "/history", "/model"):
+    for path in ("/", "/history", "/model", "/models"):
         page.goto(base_url + path)
         assert "Not for clinical use" in page.inner_text("footer")
         width = page.evaluate("document.documentElement.scrollWidth")

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from ml.bundle import load_bundle
 from ml.cli.main import main
+from ml.evaluate.numbers import interval, number
 from ml.evaluate.scored import with_intervals
 from ml.metrics import scores as metrics
 from ml.metrics.thresholds import read_thresholds
@@ -77,6 +79,21 @@ def test_model_card_says_what_it_is_for_and_how_good_it_is(tiny_bundle: Path) ->
     calibration = json.loads((tiny_bundle / "calibration.json").read_text())
     assert f"{calibration['oof']['before']['ece']:.3f}" in card
     assert "Normal 24, Stroke 24" in card
+
+
+def test_model_card_gives_each_operating_point_its_wilson_intervals(tiny_bundle: Path) -> None:
+    card = (tiny_bundle / "model_card.md").read_text()
+    figures = load_bundle(tiny_bundle).point_figures()
+    assert set(figures) == {"slice", "patient"}
+    for level, points in figures.items():
+        for name, at in points.items():
+            cells = [
+                f"{number(at[key])} ({interval(at['ci95'][key])})"
+                if at["ci95"].get(key)
+                else number(at[key])
+                for key in ("sensitivity", "specificity", "ppv", "npv")
+            ]
+            assert f"| {name} | {number(at['threshold'])} | {' | '.join(cells)} |" in card, level
 
 
 def test_evaluate_an_independent_folder(

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ml.bundle import BundleError, load_bundle
 from ml.data.dataset import natural_key
+from ml.data.headct import NOT_HEAD_CT
 from ml.data.readers import UnreadableImage
 from ml.data.synth import write_ct_dicom
 from ml.infer.predictor import Predictor
@@ -167,3 +168,16 @@ def test_explain_returns_a_map_an_overlay_and_a_faithfulness_figure(
     assert explanation.heatmap.min() >= 0.0 and explanation.heatmap.max() <= 1.0
     assert Image.open(io.BytesIO(explanation.overlay_png)).size == (size, size)
     assert {"drop_top", "drop_random"} <= set(explanation.faithfulness)
+
+
+def test_an_image_that_is_no_head_ct_is_flagged_not_labelled_with_confidence(
+    tiny_bundle: Path, phantom_data: Path
+) -> None:
+    predictor = Predictor.from_bundle(tiny_bundle, backend="torch")
+    blank, phantom = predictor.predict(
+        [_png(np.zeros((512, 512), np.uint8)), next(phantom_data.rglob("*.png"))], ["blank", "ok"]
+    )
+    assert blank.uncertain and NOT_HEAD_CT in blank.uncertain_reasons
+    assert blank.input_warning.startswith(NOT_HEAD_CT) and "blank" in blank.input_warning
+    assert blank.to_dict()["input_warning"] == blank.input_warning
+    assert phantom.input_warning is None and NOT_HEAD_CT not in phantom.uncertain_reasons

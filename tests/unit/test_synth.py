@@ -96,11 +96,16 @@ def test_png_layout_names_and_numbering(png_dataset: tuple[Path, dict]) -> None:
     assert names["Normal"] == sorted(f"{p} ({k}).png" for p in (1, 2, 3) for k in slices)
     assert names["Stroke"] == sorted(f"{p} ({k}).png" for p in (4, 5) for k in slices)
     assert "3 (2).png" in names["Normal"]
-    assert sorted(p.name for p in root.iterdir()) == ["Normal", "Stroke", "lesions.json"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "Normal",
+        "Stroke",
+        "lesions.json",
+        "origin.json",
+    ]
     assert summary["patients"] == {"Normal": 3, "Stroke": 2}
     assert summary["patient_ids"] == {"Normal": [1, 2, 3], "Stroke": [4, 5]}
     assert summary["slices"] == {"Normal": 3 * DATASET_SLICES, "Stroke": 2 * DATASET_SLICES}
-    assert summary["files_written"] == DATASET_PATIENTS * DATASET_SLICES + 1
+    assert summary["files_written"] == DATASET_PATIENTS * DATASET_SLICES + 2
     with Image.open(root / "Stroke" / "5 (6).png") as image:
         assert image.mode == "L"
         assert image.size == (DATASET_SIZE, DATASET_SIZE)

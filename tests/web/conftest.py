@@ -58,10 +58,11 @@ def app(tmp_path: Path, database: Database, bundle_dir: Path) -> Iterator[Flask]
 
 @pytest.fixture
 def make_app(tmp_path: Path, database: Database, bundle_dir: Path):
-    """An app on the tiny bundle with some settings changed, e.g. make_app(INLINE_SLICES=0)."""
+    """An app on the tiny bundle (or another under bundle_dir, `active=`) with some settings
+    changed, e.g. make_app(INLINE_SLICES=0)."""
 
-    def make(**settings: object) -> Flask:
-        return _make_app(tmp_path, bundle_dir, "tiny", database=database, **settings)
+    def make(active: str = "tiny", **settings: object) -> Flask:
+        return _make_app(tmp_path, bundle_dir, active, database=database, **settings)
 
     return make
 

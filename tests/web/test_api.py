@@ -29,7 +29,8 @@ from tests.web.helpers import (
 )
 from webapp.api.auth import issue_token
 from webapp.extensions import db
-from webapp.models import ApiToken, OperatingPointRecord
+from webapp.history.query import Filters
+from webapp.models import ApiToken, AuditEvent, OperatingPointRecord
 
 pytestmark = BOTH_DATABASES
 API = "/api/v1"
@@ -305,6 +306,46 @@ def test_bad_paging_is_400(client, auth, query) -> None:
     assert_error(client.get(f"{API}/predictions?{query}", headers=auth), 400)
 
 
+@pytest.mark.parametrize(
+    ("query", "accepts"),
+    [
+        ("label=stroke", "label must be one of Normal, Stroke; got 'stroke'"),
+        ("uncertain=true", "uncertain must be one of yes, no; got 'true'"),
+        ("review=xyz", "review must be one of agree, disagree, none; got 'xyz'"),
+        ("since=yesterday", "since must be a date as YYYY-MM-DD; got 'yesterday'"),
+        ("until=2026-02-30", "until must be a date as YYYY-MM-DD; got '2026-02-30'"),
+        ("sort=random", "sort must be one of newest, oldest, score_high, score_low, name"),
+    ],
+)
+def test_bad_filter_values_are_400_naming_what_they_accept(client, auth, query, accepts) -> None:
+    assert_error(client.get(f"{API}/predictions?{query}", headers=auth), 400, accepts)
+
+
+def test_the_filters_accept_exactly_what_the_openapi_document_declares(client, auth) -> None:
+    doc = client.get(f"{API}/openapi.json").get_json()
+    parameters = doc["paths"]["/predictions"]["get"]["parameters"]
+    assert {p["name"] for p in parameters} == {"page", "per_page"} | set(
+        Filters.__dataclass_fields__
+    )
+    checked = set()
+    for parameter in parameters:
+        name, schema = parameter["name"], parameter["schema"]
+        if "enum" in schema:
+            good, bad = schema["enum"], [f"{schema['enum'][0]}x", schema["enum"][0].upper()]
+        elif schema.get("format") == "date":
+            good, bad = ["2024-02-29", "9999-12-31", "0001-01-01"], ["2023-02-29", "today"]
+        else:
+            continue
+        for value in good:
+            response = client.get(f"{API}/predictions", query_string={name: value}, headers=auth)
+            assert response.status_code == 200, (name, value)
+        for value in bad:
+            response = client.get(f"{API}/predictions", query_string={name: value}, headers=auth)
+            assert_error(response, 400, name)
+        checked.add(name)
+    assert checked == {"label", "uncertain", "review", "since", "until", "sort"}
+
+
 def test_missing_predictions_are_404(client, auth) -> None:
     for response in (
         client.get(f"{API}/predictions/999", headers=auth),
@@ -338,8 +379,10 @@ def test_models_list_and_detail(client, auth, bundle_dir) -> None:
     listed = client.get(f"{API}/models", headers=auth).get_json()
     [entry] = listed["items"]
     assert entry["id"] == listed["active_id"] == bundle_id(bundle_dir) and entry["active"]
+    assert entry["synthetic_only"] is True  # the tiny bundle is trained on phantoms
     detail = client.get(entry["url"], headers=auth).get_json()
     assert detail["active"] and detail["card"]["backbone"] and "metrics" not in detail["card"]
+    assert detail["card"]["synthetic_only"] is True
     assert detail["metrics"] == load_bundle(bundle_dir / "tiny").metrics
     for level in ("slice", "patient"):
         points = detail["operating_points"][level]
@@ -422,6 +465,67 @@ def test_save_and_activate_operating_points(app, client, auth, bundle_dir, phant
         f"{model_url}/operating-points/nope/activate", json={"level": "slice"}, headers=auth
     )
     assert_error(missing, 404, "youden")
+
+
+def test_a_bundle_point_made_active_is_named_once_in_errors(client, auth, bundle_dir, phantom_data):
+    """Activating youden copies it into the deployment's records; it is still one point."""
+    model_url = f"{API}/models/{bundle_id(bundle_dir)}"
+    adopted = client.post(
+        f"{model_url}/operating-points/youden/activate", json={"level": "slice"}, headers=auth
+    )
+    assert adopted.status_code == 200
+    for response in (
+        api_predict(client, auth, phantom_slices(phantom_data, 1), operating_point="nope"),
+        client.post(
+            f"{model_url}/operating-points/nope/activate", json={"level": "slice"}, headers=auth
+        ),
+    ):
+        message = response.get_json()["error"]["message"]
+        assert message.count("youden") == 1, message
+        assert "max_f1" in message
+
+
+def test_saved_points_can_be_deleted_but_not_the_active_or_the_bundles_own(
+    app, client, auth, bundle_dir, phantom_data
+) -> None:
+    model_url = f"{API}/models/{bundle_id(bundle_dir)}"
+    points_url = f"{model_url}/operating-points"
+    for name, activate in (("screening", True), ("spare", False)):
+        body = {"name": name, "threshold": 0.0, "level": "slice", "activate": activate}
+        assert client.post(points_url, json=body, headers=auth).status_code == 201
+    made = api_predict(client, auth, phantom_slices(phantom_data, 1)).get_json()
+    assert made["operating_point"] == "screening"
+
+    gone = client.delete(f"{points_url}/spare?level=slice", headers=auth)
+    assert gone.status_code == 204 and gone.get_data() == b""
+    saved = client.get(model_url, headers=auth).get_json()["operating_points"]["slice"]["saved"]
+    assert [p["name"] for p in saved] == ["screening"]
+    assert_error(client.delete(f"{points_url}/spare?level=slice", headers=auth), 404, "spare")
+    assert_error(
+        client.delete(f"{points_url}/screening?level=slice", headers=auth),
+        409,
+        "make another active first",
+    )
+    assert_error(client.delete(f"{points_url}/youden?level=slice", headers=auth), 400, "own")
+    assert_error(client.delete(f"{points_url}/screening", headers=auth), 400, "level")
+    reader = bearer(make_token(app, "read"))
+    assert_error(client.delete(f"{points_url}/screening?level=slice", headers=reader), 403)
+
+    client.post(f"{points_url}/youden/activate", json={"level": "slice"}, headers=auth)
+    assert client.delete(f"{points_url}/screening?level=slice", headers=auth).status_code == 204
+    kept = client.get(f"{API}/predictions/{made['id']}", headers=auth).get_json()
+    assert kept["operating_point"] == "screening"  # a result keeps the name it was made with
+    again = {"name": "screening", "threshold": 0.2, "level": "slice"}
+    assert client.post(points_url, json=again, headers=auth).status_code == 201
+    with app.app_context():
+        deleted = db.session.scalars(
+            db.select(AuditEvent).where(AuditEvent.action == "operating_point")
+        ).all()
+        assert [e.detail.get("deleted") for e in deleted if "deleted" in e.detail] == [
+            "spare",
+            "screening",
+        ]
+        assert all(e.actor.startswith("api token") for e in deleted)
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
+import shutil
 from pathlib import Path
 
 import sqlalchemy as sa
 from flask import Flask
 
 from ml.bundle import load_bundle
+from ml.evaluate.numbers import interval, number
+from tests.web.test_caveats import relabel
 from webapp.extensions import db
 
 
@@ -21,6 +26,8 @@ def test_index_shows_the_active_bundle_card(client, bundle_dir: Path) -> None:
     slice_auc = bundle.metrics["slice"]["roc_auc"]
     assert f"{slice_auc:.3f}" in page
     assert "patients it did not see" in page
+    assert '<dd id="data-origin">synthetic phantoms: not real CT</dd>' in page
+    assert 'id="synthetic-model"' in page
     assert "optimistic" in page  # the checkpoint-selection caveat travels to the page
     check = bundle.metrics["checkpoint_check"]
     chose = check["kept_epochs"]["epochs"] != [bundle.config["epochs"]] * bundle.config["folds"]
@@ -84,3 +91,66 @@ def test_schema_comes_from_migrations(app: Flask) -> None:
         assert {"bundles", "alembic_version"} <= tables
         assert db.session.scalar(sa.text("pragma foreign_keys")) == 1
         assert db.session.scalar(sa.text("pragma journal_mode")) == "wal"
+
+
+def _row(page: str, bundle_id: str) -> str:
+    match = re.search(rf'<tr data-bundle="{bundle_id}">(.*?)</tr>', page, re.S)
+    assert match, f"no row for {bundle_id}"
+    return match.group(1)
+
+
+def test_the_list_gives_each_bundle_its_figures_and_links(
+    app: Flask, runner, client, bundle_dir: Path
+) -> None:
+    shutil.copytree(bundle_dir / "tiny", bundle_dir / "other")
+    relabel(bundle_dir / "other", "real CT from somewhere")
+    assert runner.invoke(args=["bundles", "sync"]).exit_code == 0
+    page = client.get("/models").get_data(as_text=True)
+    for name in ("tiny", "other"):
+        bundle = load_bundle(bundle_dir / name)
+        row = _row(page, bundle.id)
+        for level in ("slice", "patient"):
+            figures = bundle.metrics[level]
+            ci = interval(figures["roc_auc_ci95"])
+            expected = f'{number(figures["roc_auc"])}<br><span class="small">({ci})</span>'
+            assert expected in row, (name, level)
+        assert f'href="/models/{bundle.id}"' in row and f'href="/studio/{bundle.id}"' in row
+        assert ("phantoms only" in row) == (name == "tiny")
+        assert ("active" in row) == (name == "tiny")
+
+
+def test_the_list_says_when_a_bundle_is_damaged_or_gone(app, runner, client, bundle_dir) -> None:
+    shutil.copytree(bundle_dir / "tiny", bundle_dir / "other")
+    relabel(bundle_dir / "other", "real CT from somewhere")
+    runner.invoke(args=["bundles", "sync"])
+    other = load_bundle(bundle_dir / "other")
+    metrics = bundle_dir / "other" / "metrics.json"
+    data = json.loads(metrics.read_text())
+    data["slice"]["roc_auc"] = 0.99  # someone improving the figures by hand
+    metrics.write_text(json.dumps(data))
+    row = _row(client.get("/models").get_data(as_text=True), other.id)
+    assert "0.990" not in row and "damaged" in row and "/studio/" not in row
+    shutil.rmtree(bundle_dir / "other")
+    row = _row(client.get("/models").get_data(as_text=True), other.id)
+    assert "not found" in row
+
+
+def test_the_card_gives_operating_points_their_wilson_intervals(client, bundle_dir) -> None:
+    bundle = load_bundle(bundle_dir / "tiny")
+    page = html.unescape(client.get("/model").get_data(as_text=True))
+    figures = bundle.point_figures()
+    for level in ("slice", "patient"):
+        table = re.search(rf'id="points-{level}">(.*?)</table>', page, re.S).group(1)
+        for name, at in figures[level].items():
+            row = re.search(rf"<tr><td>{re.escape(name)}\b.*?</tr>", table, re.S).group(0)
+            for key in ("sensitivity", "specificity", "ppv", "npv"):
+                ci = at["ci95"][key]
+                cell = number(at[key]) + (
+                    f'<br><span class="small ci">({interval(ci)})</span>' if ci else ""
+                )
+                assert cell in row, (level, name, key)
+    active = bundle.metrics["operating_point"]["slice"]
+    at = figures["slice"][active]
+    top = re.search(r'id="operating-point">(.*?)</table>', page, re.S).group(1)
+    assert f"({interval(at['ci95']['sensitivity'])})" in top
+    assert f"({interval(at['ci95']['accuracy'])})" in top

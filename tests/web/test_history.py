@@ -58,6 +58,22 @@ def test_filters_search_and_sort(filled) -> None:
     assert _ids(client, "label=bogus&since=not-a-date") == [5, 4, 3, 2, 1]  # ignored, not an error
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "label=stroke&uncertain=true&review=xyz&since=yesterday&sort=random",
+        "until=9999-12-31",
+        "since=0001-01-01&until=9999-12-31",
+        "since=2026-02-30",
+    ],
+)
+def test_the_history_page_drops_filter_values_it_cannot_use(filled, query: str) -> None:
+    """Lenient, unlike the API: a hand-edited URL shows every result, and never a 500."""
+    _, client, _ = filled
+    assert client.get(f"/history?{query}").status_code == 200
+    assert _ids(client, query) == [5, 4, 3, 2, 1]
+
+
 def test_search_is_literal_and_ignores_case_beyond_ascii(filled) -> None:
     """The same answers on SQLite and PostgreSQL: % _ and \\ are found as themselves."""
     app, client, _ = filled

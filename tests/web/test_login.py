@@ -324,7 +324,7 @@ def test_set_role_applies_at_the_next_request(auth_app: Flask, phantom_data) -> 
 ALLOWED = {
     "viewer": set(),
     "clinician": {"upload", "note", "review", "delete"},
-    "researcher": {"save_point", "activate_point"},
+    "researcher": {"save_point", "delete_point", "activate_point"},
 }
 
 
@@ -373,6 +373,12 @@ def _actions(app: Flask, phantom_data, bundle_dir, prediction_id: int):
                 c,
                 f"/studio/{bundle.id}/points",
                 {"level": "slice", "threshold": "0.4", "name": "mine", "created_by": "mallory"},
+            ),
+        ),
+        (
+            "delete_point",
+            lambda c: post(
+                c, f"/studio/{bundle.id}/points/delete", {"level": "slice", "name": "mine"}
             ),
         ),
         (

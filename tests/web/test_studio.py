@@ -17,7 +17,7 @@ from ml.metrics.thresholds import read_thresholds
 from tests.web.helpers import phantom_slices, post, upload
 from webapp import ROOT
 from webapp.extensions import db
-from webapp.models import OperatingPointRecord, Prediction
+from webapp.models import AuditEvent, OperatingPointRecord, Prediction
 
 STATIC = ROOT / "static"
 
@@ -234,6 +234,40 @@ def test_make_active_asks_for_confirmation_first(app, client, bundle) -> None:
     done = post(client, url, {"level": "slice", "name": other.name, "confirmed": "yes"})
     assert done.status_code == 303
     assert f'id="active-name">{other.name}<' in _studio(client, bundle).get_data(as_text=True)
+
+
+def test_a_saved_point_is_deleted_with_an_audit_row_but_not_while_active(app, client, bundle):
+    url = f"/studio/{bundle.id}/points"
+    for name, activate in (("wide", "on"), ("narrow", "")):
+        saved = post(client, url, {"level": "slice", "threshold": "0.3", "name": name,
+                                   "activate": activate})  # fmt: skip
+        assert saved.status_code == 303
+    page = _studio(client, bundle).get_data(as_text=True)
+    assert 'aria-label="delete narrow"' in page and 'aria-label="delete wide"' not in page
+    assert "make another active to delete it" in page
+
+    active = post(client, f"{url}/delete", {"level": "slice", "name": "wide"})
+    assert active.status_code == 409
+    assert "make another active first" in html.unescape(active.get_data(as_text=True))
+    own = post(client, f"{url}/delete", {"level": "slice", "name": "youden"})
+    assert own.status_code == 400 and "bundle's own" in html.unescape(own.get_data(as_text=True))
+    assert post(client, f"{url}/delete", {"level": "slice", "name": "nope"}).status_code == 404
+    with app.app_context():
+        assert {r.name for r in db.session.scalars(db.select(OperatingPointRecord))} == {
+            "wide",
+            "narrow",
+        }
+
+    deleted = post(client, f"{url}/delete", {"level": "slice", "name": "narrow"})
+    assert deleted.status_code == 303
+    page = client.get(deleted.headers["Location"]).get_data(as_text=True)
+    assert "Deleted the slice operating point narrow" in page and "delete narrow" not in page
+    with app.app_context():
+        assert [r.name for r in db.session.scalars(db.select(OperatingPointRecord))] == ["wide"]
+        event = db.session.scalars(
+            db.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1)
+        ).one()
+        assert (event.action, event.detail["deleted"]) == ("operating_point", "narrow")
 
 
 def test_holdout_report_is_shown_apart_when_present(client, bundle) -> None:

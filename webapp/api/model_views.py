@@ -7,16 +7,14 @@ from __future__ import annotations
 
 from flask import Blueprint, g, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 
-from ml import Bundle, metrics_at
+from ml import metrics_at
 from webapp.api import serialise
 from webapp.api.auth import require
 from webapp.api.params import ApiError, json_body, level_of, number, optional_number
 from webapp.bundles import points
-from webapp.bundles.store import active_bundle, get_bundle_or_404
-from webapp.extensions import csrf, db
-from webapp.models import BundleRecord
+from webapp.bundles.store import active_bundle, get_bundle_or_404, known_records
+from webapp.extensions import csrf
 
 bp = Blueprint("models", __name__, url_prefix="/models")
 csrf.exempt(bp)  # Flask-WTF checks the innermost blueprint only
@@ -27,12 +25,7 @@ csrf.exempt(bp)  # Flask-WTF checks the innermost blueprint only
 def listing() -> ResponseReturnValue:
     """Bundles this deployment knows, and which one is loaded."""
     active, _ = active_bundle()
-    records = list(db.session.scalars(select(BundleRecord).order_by(BundleRecord.registered_at)))
-    if active is not None and all(r.id != active.id for r in records):
-        # Loaded but not yet recorded (no prediction yet): listed unsaved, not written on a GET.
-        records.append(
-            BundleRecord(id=active.id, name=active.name, backbone=active.config["backbone"])
-        )
+    records = known_records()
     active_id = active.id if active else None
     items = [serialise.bundle_record(r, active_id) for r in records]
     return {"items": items, "active_id": active_id}
@@ -89,7 +82,7 @@ def save_point(bundle_id: str) -> ResponseReturnValue:
     if not isinstance(activate, bool):
         raise ApiError(400, f"activate must be true or false, got {activate!r}")
     threshold = number(body.get("threshold"), "threshold")
-    if name.strip() in _point_names(bundle, level):
+    if name.strip() in points.point_names(bundle, level):
         raise ApiError(409, f"a {level} operating point called {name.strip()!r} exists already")
     record = points.save_point(bundle, level, name, threshold, created_by=_who(), activate=activate)
     location = url_for(".detail", bundle_id=bundle.id)
@@ -105,18 +98,21 @@ def activate_point(bundle_id: str, name: str) -> ResponseReturnValue:
     record = next((r for r in points.saved_points(bundle, level) if r.name == name), None)
     if record is not None:
         points.activate_saved(record)
-    elif name in _point_names(bundle, level):
+    elif name in points.point_names(bundle, level):
         points.adopt_bundle_point(bundle, level, name, created_by=_who())
     else:
-        known = ", ".join(sorted(_point_names(bundle, level)))
-        raise ApiError(404, f"no {level} operating point called {name!r}; there are {known}")
+        raise ApiError(404, points.unknown_point(bundle, level, name))
     now_active = next(r for r in points.saved_points(bundle, level) if r.name == name)
     return serialise.point_record(now_active)
 
 
-def _point_names(bundle: Bundle, level: str) -> set[str]:
-    own, _ = points.bundle_points(bundle, level)
-    return {p.name for p in own} | {r.name for r in points.saved_points(bundle, level)}
+@bp.delete("/<bundle_id>/operating-points/<name>")
+@require("write")
+def delete_point(bundle_id: str, name: str) -> ResponseReturnValue:
+    """Delete a point this deployment saved (`?level=`); not the bundle's own, not the active."""
+    bundle = get_bundle_or_404(bundle_id)
+    points.delete_saved(bundle, level_of(request.args), name)
+    return "", 204
 
 
 def _who() -> str:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from webapp.history import query
+
 JSON = "application/json"
 ERROR_TEXT = {
     400: "The request was not valid; the message says what to change.",
     401: "No valid token: send 'Authorization: Bearer <token>'.",
     403: "The token lacks the scope this route needs.",
     404: "Nothing with that id.",
-    409: "The request conflicts with what is stored or loaded.",
+    409: "The request conflicts with what is stored or loaded (e.g. deleting the active point).",
     410: "The prediction was deleted; its number is never given to another.",
     413: "The upload is too large or holds too many slices.",
     415: "A file is not a PNG, JPEG or DICOM image.",
@@ -107,21 +109,31 @@ BOOL = {"type": "boolean"}
 UNIT = {"type": "number", "minimum": 0, "maximum": 1}
 PREDICTION_ID = _param("path", "prediction_id", INT, "A stored prediction's id.")
 BUNDLE_ID = _param("path", "bundle_id", STR, "A bundle's id (hash of its files).")
-HISTORY_FILTERS = tuple(
-    _param("query", name, schema, text)
-    for name, schema, text in [
-        ("q", STR, "Text in the name, a slice's file name or the note."),
-        ("label", {"type": "string", "enum": ["Normal", "Stroke"]}, "Only this label."),
-        ("uncertain", {"type": "string", "enum": ["yes", "no"]}, "Only (un)certain results."),
-        ("review", {"type": "string", "enum": ["agree", "disagree", "none"]}, "Review state."),
-        ("since", {"type": "string", "format": "date"}, "Made on or after this day."),
-        ("until", {"type": "string", "format": "date"}, "Made on or before this day."),
-        ("bundle", STR, "Made by this bundle id."),
-        ("job", STR, "Made by this job."),
-        ("sort", {"type": "string", "enum": ["newest", "oldest", "score_high", "score_low",
-                                             "name"]}, "Order (newest first by default)."),
-    ]
-)  # fmt: skip
+FILTER_TEXT = {
+    "q": "Text in the name, a slice's file name or the note.",
+    "label": "Only this label.",
+    "uncertain": "Only (un)certain results.",
+    "review": "Review state.",
+    "since": "Made on or after this day.",
+    "until": "Made on or before this day.",
+    "bundle": "Made by this bundle id.",
+    "job": "Made by this job.",
+    "sort": "Order (newest first by default).",
+}
+
+
+def _filter(name: str, text: str) -> dict[str, Any]:
+    """One history filter, with what it accepts read from the definitions the query checks."""
+    if name in query.CHOICES:
+        schema = {"type": "string", "enum": list(query.CHOICES[name])}
+    elif name in query.DATES:
+        schema = {"type": "string", "format": "date"}
+    else:
+        return _param("query", name, STR, text)
+    return _param("query", name, schema, f"{text} Any other value is refused with 400.")
+
+
+HISTORY_FILTERS = tuple(_filter(name, text) for name, text in FILTER_TEXT.items())
 UPLOAD = {
     "type": "object",
     "required": ["files"],
@@ -279,6 +291,19 @@ PATHS: dict[str, Any] = {
             body={"required": True, "content": {JSON: {"schema": _ref("NewPoint")}}},
         )
     },
+    "/models/{bundle_id}/operating-points/{name}": {
+        "delete": _op(
+            "Delete an operating point saved in this deployment (audited)",
+            "write",
+            {"204": {"description": "Deleted; results labelled with it keep its name."}},
+            (400, 404, 409),
+            parameters=(
+                BUNDLE_ID,
+                _param("path", "name", STR, "The saved point's name."),
+                _param("query", "level", LEVEL, "Its level.", True),
+            ),
+        )
+    },
     "/models/{bundle_id}/operating-points/{name}/activate": {
         "post": _op(
             "Label new results with a saved point or one of the bundle's own",
@@ -317,7 +342,26 @@ def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[
 NULL_STR, NULL_NUM = {"type": "string", "nullable": True}, {"type": "number", "nullable": True}
 WHEN = {"type": "string", "format": "date-time"}
 STRINGS = {"type": "array", "items": STR}
+WARNINGS = {
+    "type": "array",
+    "items": _ref("Warning"),
+    "description": "What the output must be read with: not_for_clinical_use (always), "
+    "synthetic_model, not_head_ct.",
+}
+CAVEATS = {
+    "not_for_clinical_use": {**BOOL, "description": "Always true: research software."},
+    "model_synthetic_only": {
+        **BOOL,
+        "nullable": True,
+        "description": "The model that made it (or will) was trained on "
+        "synthetic phantoms only; null: not recorded.",
+    },
+    "warnings": WARNINGS,
+}
 PREDICTION_FIELDS = {
+    **CAVEATS,
+    "looks_like_head_ct": {**BOOL, "description": "false: a slice does not look like an axial "
+                                                  "head CT (a warning says which and why)."},
     "id": INT, "public_id": STR, "version": INT, "url": STR,
     "kind": {"type": "string", "enum": ["slice", "study"]}, "name": STR,
     "score": NUM, "label": {"type": "string", "enum": ["Normal", "Stroke"]}, "threshold": NUM,
@@ -335,6 +379,7 @@ SCHEMAS: dict[str, Any] = {
     "Error": _object(
         {"error": _object({"code": STR, "message": STR}, ("code", "message"))}, ("error",)
     ),
+    "Warning": _object({"code": STR, "message": STR}, ("code", "message")),
     "Provenance": _object(
         {
             "bundle_id": STR,
@@ -364,6 +409,8 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Per CAM method: drop_top, drop_random, probability.",
             },
             "cam_url": {"type": "string", "description": "Present once a Grad-CAM was made."},
+            "looks_like_head_ct": BOOL,
+            "input_warning": {**NULL_STR, "description": "Why it does not look like a head CT."},
         }
     ),
     "PredictionSummary": _object(PREDICTION_FIELDS),
@@ -386,9 +433,10 @@ SCHEMAS: dict[str, Any] = {
             "updated_at": {**WHEN, "nullable": True},
             "predictions": {
                 "type": "array",
-                "items": _object({"id": INT, "url": STR}),
+                "items": _object({"id": INT, "url": STR, "warnings": WARNINGS}),
                 "description": "The stored results, once the job is done.",
             },
+            **CAVEATS,
         }
     ),
     "PredictionPage": _object(
@@ -412,6 +460,12 @@ SCHEMAS: dict[str, Any] = {
                         "backbone": STR,
                         "registered_at": {**WHEN, "nullable": True},
                         "active": BOOL,
+                        "synthetic_only": {
+                            **BOOL,
+                            "nullable": True,
+                            "description": "Trained on synthetic phantoms only; null: not "
+                            "recorded (registered before it was).",
+                        },
                     }
                 ),
             },

@@ -7,7 +7,8 @@ from typing import Any
 from flask import url_for
 
 from ml import Bundle, OperatingPoint
-from webapp.bundles import points
+from webapp.bundles import caveats, points
+from webapp.bundles.store import active_bundle
 from webapp.filters import iso
 from webapp.models import BundleRecord, Job, OperatingPointRecord, Prediction, SliceResult
 
@@ -44,6 +45,7 @@ def prediction_summary(p: Prediction) -> dict[str, Any]:
             "created_at": iso(p.created_at),
             "content_sha256": p.content_sha256,
         },
+        **caveats.prediction_caveats(p),
     }
 
 
@@ -68,6 +70,8 @@ def slice_json(p: Prediction, s: SliceResult) -> dict[str, Any]:
         "uncertain": s.uncertain,
         "uncertain_reasons": list(s.uncertain_reasons or []),
         "faithfulness": faithfulness or None,
+        "looks_like_head_ct": s.input_warning is None,
+        "input_warning": s.input_warning,
     }
     if CAM_METHOD in faithfulness:
         figures["cam_url"] = url_for(
@@ -85,6 +89,7 @@ def bundle_record(record: BundleRecord, active_id: str | None) -> dict[str, Any]
         "backbone": record.backbone,
         "registered_at": iso(record.registered_at),
         "active": record.id == active_id,
+        "synthetic_only": record.synthetic_only,
     }
 
 
@@ -126,8 +131,13 @@ def _bundle_point(point: OperatingPoint, bundle_default: bool) -> dict[str, Any]
 
 
 def job(j: Job) -> dict[str, Any]:
-    """A job's state; once done, the results it stored (their ids and URLs)."""
+    """A job's state; once done, the results it stored (their ids, URLs and warnings); and
+    what the results of its model must be read with."""
     made = sorted(j.predictions, key=lambda p: p.id) if j.status == "done" else []
+    if made:
+        about = caveats.model_caveats(caveats.synthetic_only(made[0].bundle_id))
+    else:  # not done yet: the bundle loaded now will make its results
+        about = caveats.bundle_caveats(active_bundle()[0])
     return {
         "id": j.id,
         "url": url_for("api.job", job_id=j.id),
@@ -139,6 +149,12 @@ def job(j: Job) -> dict[str, Any]:
         "created_at": iso(j.created_at),
         "updated_at": iso(j.updated_at),
         "predictions": [
-            {"id": p.id, "url": url_for("api.prediction", prediction_id=p.id)} for p in made
+            {
+                "id": p.id,
+                "url": url_for("api.prediction", prediction_id=p.id),
+                "warnings": caveats.prediction_caveats(p)["warnings"],
+            }
+            for p in made
         ],
+        **about,
     }

@@ -25,7 +25,7 @@ from webapp.bundles import points
 from webapp.bundles.store import active_bundle
 from webapp.errors import ModelNotLoaded, error_response
 from webapp.extensions import csrf, db
-from webapp.history.query import Filters
+from webapp.history.query import BadFilter, Filters
 from webapp.models import Job, Prediction
 from webapp.predict import service
 from webapp.predict.jobs import QueueUnavailable
@@ -55,6 +55,11 @@ def _queue_unavailable(exc: QueueUnavailable) -> ResponseReturnValue:
 
 @bp.errorhandler(points.PointError)
 def _point_error(exc: points.PointError) -> ResponseReturnValue:
+    return error_response(exc.status, str(exc))
+
+
+@bp.errorhandler(BadFilter)
+def _bad_filter(exc: BadFilter) -> ResponseReturnValue:
     return error_response(400, str(exc))
 
 
@@ -99,10 +104,12 @@ def _wait() -> bool:
 @bp.get("/predictions")
 @require("read")
 def predictions() -> ResponseReturnValue:
-    """Stored results, filtered and sorted like the history page, one page at a time."""
+    """Stored results, filtered and sorted like the history page, one page at a time; a filter
+    value the history does not know is a 400, never ignored."""
     page = whole_number("page", 1, minimum=1)
     per_page = whole_number("per_page", 25, minimum=1, maximum=MAX_PER_PAGE)
-    query = Filters.from_args(request.args).query().options(selectinload(Prediction.slices))
+    filters = Filters.from_args(request.args, strict=True)
+    query = filters.query().options(selectinload(Prediction.slices))
     found = db.paginate(query, page=page, per_page=per_page, error_out=False, count=True)
     return {
         "items": [serialise.prediction_summary(p) for p in found.items],

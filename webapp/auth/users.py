@@ -10,7 +10,8 @@ works for whoever reaches the server, as before):
 | upload slices or studies (`upload`)                      |        | yes       |            |
 | save a note, record a review (`annotate`)                |        | yes       |            |
 | delete a result and its files (`delete`)                 |        | yes       |            |
-| save or activate operating points (`operating_points`)   |        |           | yes        |
+| save, activate or delete operating points                |        |           | yes        |
+| (`operating_points`)                                     |        |           |            |
 
 A researcher does not upload: an upload stores a patient's images and puts a result into the
 history that clinicians read, which is clinical work. A researcher measures the model with
@@ -37,7 +38,7 @@ PERMISSIONS = {
     "upload": "upload images",
     "annotate": "save notes or reviews",
     "delete": "delete results",
-    "operating_points": "save or activate operating points",
+    "operating_points": "save, activate or delete operating points",
 }
 ROLES: dict[str, frozenset[str]] = {
     "viewer": frozenset(),

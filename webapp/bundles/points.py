@@ -27,6 +27,20 @@ KINDS = {"slice": "slice", "patient": "study"}  # the Prediction.kind each level
 class PointError(ValueError):
     """A request about operating points that cannot be honoured; the message says why."""
 
+    status = 400  # the HTTP status that answers it
+
+
+class UnknownPoint(PointError):
+    """No point at that level has that name."""
+
+    status = 404
+
+
+class PointInUse(PointError):
+    """The point labels new results now; another must be made active before it can go."""
+
+    status = 409
+
 
 @dataclass(frozen=True)
 class ActivePoint:
@@ -78,11 +92,24 @@ def named_point(bundle: Bundle, level: str, name: str) -> ActivePoint:
     stored, _ = bundle_points(bundle, level)
     point = next((p for p in stored if p.name == name), None)
     if point is None:
-        names = [p.name for p in stored] + [r.name for r in saved_points(bundle, level)]
-        raise PointError(
-            f"no {level} operating point called {name!r}; there are {', '.join(names)}"
-        )
+        raise PointError(unknown_point(bundle, level, name))
     return ActivePoint(point, band(bundle, level, point.threshold), "bundle")
+
+
+def point_names(bundle: Bundle, level: str) -> list[str]:
+    """Every point's name at `level`, once each: the bundle's own, then the deployment's.
+
+    A bundle point made active here is also a deployment record under the same name.
+    """
+    own, _ = bundle_points(bundle, level)
+    names = [p.name for p in own]
+    return names + [r.name for r in saved_points(bundle, level) if r.name not in names]
+
+
+def unknown_point(bundle: Bundle, level: str, name: str) -> str:
+    """What to say about a name that is no point at `level`."""
+    known = ", ".join(point_names(bundle, level))
+    return f"no {level} operating point called {name!r}; there are {known}"
 
 
 def _bundle_half_width(bundle: Bundle, level: str, point: OperatingPoint) -> float:
@@ -154,6 +181,37 @@ def adopt_bundle_point(bundle: Bundle, level: str, name: str, *, created_by: str
 def activate_saved(record: OperatingPointRecord) -> None:
     _activate(record)
     db.session.commit()
+
+
+def delete_saved(bundle: Bundle, level: str, name: str) -> OperatingPointRecord:
+    """Delete a point this deployment saved (audited); results made with it keep its name.
+
+    The bundle's own points are part of the bundle and stay. The active point cannot go, or
+    nothing would say which threshold labels new results: activate another first.
+    """
+    own, _ = bundle_points(bundle, level)
+    record = _record(bundle, level, name)
+    if any(p.name == name for p in own):
+        raise PointError(
+            f"{name!r} is one of the bundle's own points, stored in the bundle itself; only "
+            "points saved in this deployment can be deleted"
+        )
+    if record is None:
+        raise UnknownPoint(unknown_point(bundle, level, name))
+    if record.active:
+        raise PointInUse(
+            f"{name!r} is the active {level} operating point: make another active first, "
+            "then delete it"
+        )
+    audit.record(
+        "operating_point",
+        f"bundle {bundle.id} {level}",
+        deleted=record.name,
+        threshold=record.threshold,
+    )
+    db.session.delete(record)
+    db.session.commit()
+    return record
 
 
 def _activate(record: OperatingPointRecord) -> None:

@@ -64,10 +64,23 @@ def using_predictor() -> Iterator[Predictor]:
 
 
 def register(bundle: Bundle) -> bool:
-    """Record the bundle in the database (once); True when it was new. The caller commits."""
-    if db.session.get(BundleRecord, bundle.id) is not None:
+    """Record the bundle in the database (once); True when it was new. The caller commits.
+
+    A record made before what it was trained on was recorded gets it now.
+    """
+    record = db.session.get(BundleRecord, bundle.id)
+    if record is not None:
+        if record.synthetic_only is None:
+            record.synthetic_only = bundle.synthetic_only
         return False
-    db.session.add(BundleRecord(id=bundle.id, name=bundle.name, backbone=bundle.config["backbone"]))
+    db.session.add(
+        BundleRecord(
+            id=bundle.id,
+            name=bundle.name,
+            backbone=bundle.config["backbone"],
+            synthetic_only=bundle.synthetic_only,
+        )
+    )
     return True
 
 
@@ -87,6 +100,36 @@ def sync_command() -> None:
         if register(bundle):
             click.echo(f"registered {bundle.name} ({bundle.id})")
     db.session.commit()
+
+
+def known_records() -> list[BundleRecord]:
+    """The registered bundles, oldest first, and the loaded one if it is not registered yet
+    (listed unsaved: a GET writes nothing)."""
+    records = list(db.session.scalars(db.select(BundleRecord).order_by(BundleRecord.registered_at)))
+    active, _ = active_bundle()
+    if active is not None and all(r.id != active.id for r in records):
+        records.append(
+            BundleRecord(
+                id=active.id,
+                name=active.name,
+                backbone=active.config["backbone"],
+                synthetic_only=active.synthetic_only,
+            )
+        )
+    return records
+
+
+def registered_bundle(record: BundleRecord) -> Bundle | None:
+    """A registered bundle's metadata (figures, card), its files checked but not its weights;
+    None when its folder is gone, damaged or now holds another bundle."""
+    loaded, _ = active_bundle()
+    if loaded is not None and loaded.id == record.id:
+        return loaded
+    try:
+        bundle = load_bundle(current_app.config["BUNDLE_DIR"] / record.name, metadata_only=True)
+    except BundleError:
+        return None
+    return bundle if bundle.id == record.id else None
 
 
 def get_bundle_or_404(bundle_id: str) -> Bundle:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
-from ml import Bundle, OperatingPoint, read_thresholds
-from webapp.bundles.store import active_bundle, get_bundle_or_404
-from webapp.extensions import db
-from webapp.models import BundleRecord
+from ml import Bundle, OperatingPoint
+from webapp.bundles.points import FILES, bundle_points
+from webapp.bundles.store import (
+    active_bundle,
+    get_bundle_or_404,
+    known_records,
+    registered_bundle,
+)
 
 bp = Blueprint("bundles", __name__)
 
@@ -16,20 +20,22 @@ bp = Blueprint("bundles", __name__)
 def index() -> str:
     """The active bundle's model card, or why no bundle is loaded."""
     bundle, problem = active_bundle()
-    card = bundle.card() if bundle else None
     return render_template(
-        "bundles/card.html", card=card, problem=problem, active=True, points=_points(bundle)
+        "bundles/card.html",
+        card=bundle.card() if bundle else None,
+        problem=problem,
+        active=True,
+        points=_points(bundle),
+        figures=bundle.point_figures() if bundle else {},
     )
 
 
 @bp.get("/models")
 def listing() -> str:
-    """Bundles registered in this deployment's database."""
-    records = db.session.scalars(db.select(BundleRecord).order_by(BundleRecord.registered_at))
+    """Bundles registered in this deployment's database, with their headline figures."""
     bundle, _ = active_bundle()
-    return render_template(
-        "bundles/list.html", records=list(records), active_id=bundle.id if bundle else None
-    )
+    rows = [(record, registered_bundle(record)) for record in known_records()]
+    return render_template("bundles/list.html", rows=rows, active_id=bundle.id if bundle else None)
 
 
 @bp.get("/models/<bundle_id>")
@@ -44,6 +50,7 @@ def detail(bundle_id: str) -> str:
         problem=None,
         active=is_active,
         points=_points(bundle),
+        figures=bundle.point_figures(),
     )
 
 
@@ -51,9 +58,8 @@ def _points(bundle: Bundle | None) -> dict[str, tuple[list[OperatingPoint], str]
     """The stored operating points per level (slice, patient), each with the active one's name."""
     if bundle is None:
         return {}
-    files = {"slice": "thresholds.json", "patient": "patient_thresholds.json"}
     return {
-        level: read_thresholds(bundle.path / name)
-        for level, name in files.items()
+        level: bundle_points(bundle, level)
+        for level, name in FILES.items()
         if (bundle.path / name).exists()
     }

@@ -1,4 +1,10 @@
-"""The history filters, read from a query string into one SQL query (shared by page and CSV)."""
+"""The history filters, read from a query string into one SQL query (shared by page, CSV and the
+API's list of predictions).
+
+`CHOICES` and `DATES` are the one definition of what each filter accepts: the API's OpenAPI
+document is built from them, and the API refuses other values with a 400 that says so. The
+history page stays lenient (a hand-edited URL drops what it cannot use, never errors).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,19 @@ SORTS = {
 }
 
 
+CHOICES: dict[str, tuple[str, ...]] = {
+    "label": LABELS,
+    "uncertain": ("yes", "no"),
+    "review": ("agree", "disagree", "none"),
+    "sort": tuple(SORTS),
+}
+DATES = ("since", "until")  # YYYY-MM-DD, both inclusive
+
+
+class BadFilter(ValueError):
+    """A filter value the query cannot use; the message names the parameter and what it takes."""
+
+
 @dataclass(frozen=True)
 class Filters:
     q: str = ""
@@ -33,26 +52,28 @@ class Filters:
     sort: str = "newest"
 
     @classmethod
-    def from_args(cls, args: MultiDict) -> Filters:
-        """Unknown or malformed values are dropped, so a hand-edited URL never errors.
+    def from_args(cls, args: MultiDict, *, strict: bool = False) -> Filters:
+        """The filters of a query string.
 
-        So are NUL characters: no stored text holds one, and PostgreSQL refuses them outright.
+        Leniently (the history page), a value not in `CHOICES` or not a date is dropped, so a
+        hand-edited URL never errors; `strict` (the API) raises BadFilter instead. NUL
+        characters are dropped either way: no stored text holds one, and PostgreSQL refuses
+        them outright.
         """
         raw = {
             f.name: (args.get(f.name) or "").replace("\x00", "").strip()[:200] for f in fields(cls)
         }
-        if raw["label"] not in LABELS:
-            raw["label"] = ""
-        if raw["uncertain"] not in ("yes", "no"):
-            raw["uncertain"] = ""
-        if raw["review"] not in ("agree", "disagree", "none"):
-            raw["review"] = ""
-        if raw["sort"] not in SORTS:
-            raw["sort"] = "newest"
-        for key in ("since", "until"):
-            if _day(raw[key]) is None:
+        for key, allowed in CHOICES.items():
+            if raw[key] and raw[key] not in allowed:
+                if strict:
+                    raise BadFilter(f"{key} must be one of {', '.join(allowed)}; got {raw[key]!r}")
                 raw[key] = ""
-        return cls(**raw)
+        for key in DATES:
+            if _day(raw[key]) is None:
+                if strict:
+                    raise BadFilter(f"{key} must be a date as YYYY-MM-DD; got {raw[key]!r}")
+                raw[key] = ""
+        return cls(**{**raw, "sort": raw["sort"] or "newest"})
 
     def as_args(self) -> dict[str, str]:
         """The filters that are set, for links (paging, CSV) that must keep them."""
@@ -74,7 +95,7 @@ class Filters:
             stmt = stmt.where(Prediction.review == self.review)
         if self.since:
             stmt = stmt.where(Prediction.created_at >= _start(self.since))
-        if self.until:
+        if self.until and date.fromisoformat(self.until) < date.max:  # the last day: no bound
             stmt = stmt.where(Prediction.created_at < _start(self.until) + timedelta(days=1))
         if self.bundle:
             stmt = stmt.where(Prediction.bundle_id == self.bundle)

@@ -387,6 +387,7 @@ def _slice_result(item: dict[str, Any], result: SlicePrediction, position: int) 
         fold_std=result.fold_std,
         view_std=result.view_std,
         info=item["info"],
+        input_warning=result.input_warning,
         **_verdict(result),
     )
 
@@ -422,6 +423,9 @@ def _study_row(
     # The band holds the share of OOF patients whose scores lie nearest the patient threshold.
     near = abs(study.score - study.threshold) <= study_point.half_width
     reasons = ["study score close to the threshold"] if near else []
+    odd = sum(r.input_warning is not None for _, r in results)
+    if odd:
+        reasons.append(f"{odd} of {len(results)} slices do not look like an axial head CT")
     return Prediction(
         kind="study",
         name=f"study of {len(names)} slices ({names[0]} … {names[-1]})"[:300],

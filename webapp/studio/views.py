@@ -133,6 +133,20 @@ def activate(bundle_id: str) -> ResponseReturnValue:
     return redirect(url_for(".page", bundle_id=bundle.id, level=level), 303)
 
 
+@bp.post("/<bundle_id>/points/delete")
+@permission("operating_points")
+def delete(bundle_id: str) -> ResponseReturnValue:
+    """Delete a point saved in this deployment (not the bundle's own, not the active one)."""
+    bundle = get_bundle_or_404(bundle_id)
+    level = _level(request.form)
+    try:
+        record = points.delete_saved(bundle, level, request.form.get("name", ""))
+    except points.PointError as exc:
+        abort(exc.status, description=f"{exc}. Nothing was deleted.")
+    flash(f"Deleted the {level} operating point {record.name} ({record.threshold:.3f})")
+    return redirect(url_for(".page", bundle_id=bundle.id, level=level), 303)
+
+
 def _confirm_activation(
     bundle: Bundle, level: str, name: str, saved: OperatingPointRecord | None
 ) -> str:
