@@ -44,6 +44,7 @@ __getattr__, __all__ = exports(
         "read_zip": "ml.data.inputs",
         "UnreadableInput": "ml.data.inputs",
         "network_pixels": "ml.data.cache",
+        "network_frame": "ml.data.cache",
         # predicting and explaining (these load torch)
         "Predictor": "ml.infer.predictor",
         "SlicePrediction": "ml.infer.predictor",
