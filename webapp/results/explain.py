@@ -58,9 +58,9 @@ def ensure_cam(
     """The cached heat map PNG, computing it (and its faithfulness figure) the first time.
 
     While another request makes the same map, this one waits up to `wait` seconds (WAIT_S by
-    default) for it, then raises CamInProgress. The database transaction is ended before the computation, which can
-    take many seconds on a busy CPU: nothing is held open meanwhile, and a result deleted
-    meanwhile ends in ResultGone, with nothing stored.
+    default) for it, then raises CamInProgress. The database transaction is ended before the
+    computation, which can take many seconds on a busy CPU: nothing is held open meanwhile, and
+    a result deleted meanwhile ends in ResultGone, with nothing stored.
     """
     from ml import heatmap_png
 

@@ -181,6 +181,7 @@ def _viewer(prediction: Prediction) -> dict:
         "cam_ready": explain.cam_ready(slice_result, view.method),
         "methods": explain.METHODS,
         "cam_limit_s": viewer.CAM_LIMIT_S,
+        "scripted": is_htmx(),  # an htmx request: the browser runs JavaScript
     }
 
 
