@@ -2,13 +2,13 @@
 start for a deployment's; flags on the command line override them.
 
 timeout: gunicorn kills a worker that has not answered one request within it. The slowest
-honest requests are a Grad-CAM heat map the first time it is viewed and a slice predicted
-within its upload request, on a CPU that is busy with other work (training, other workers).
-`python benchmarks/bench_cam.py` measures them; on 2 busy cores the heat map of the cpu preset
-(EfficientNet-Lite0 at 224 px, 5 folds, 3 views, with its faithfulness test) took about
-MEASURED s, and the one worker that makes it is the only one that waits (webapp/results/explain.py). 120 s
-leaves that a wide margin and still ends a hung worker within two minutes. gunicorn's default
-of 30 s killed both workers of a busy machine in the middle of their heat maps.
+honest request is a Grad-CAM heat map the first time it is viewed, on a CPU that is busy with
+other work (training, other workers); the page then waits for the map, not for a worker.
+`python benchmarks/bench_cam.py` measured the cpu preset's map (EfficientNet-Lite0 at 224 px,
+5 folds, 3 views, with its faithfulness test) at 19-93 s on 2 cores with a load average of 5-6
+(benchmarks/RESULTS.md). 180 s is about twice the slowest, and still ends a hung worker within
+three minutes. gunicorn's default of 30 s killed both workers of a busy machine in the middle of
+the same heat map, again and again.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 
 wsgi_app = "wsgi:app"
-timeout = 120
+timeout = 180
 graceful_timeout = 30  # a stopping worker finishes the request in hand, for at most this long
 accesslog = "-"
 

@@ -141,7 +141,7 @@ def test_the_page_asks_for_the_image_only_once_the_map_exists(client, phantom_da
     assert re.search(r'<img class="cam" id="cam-image" alt="" hidden>', first)
     noscript = re.search(r"<noscript>(.*?)</noscript>", first, re.S).group(1)
     assert "cam.png" in noscript
-    assert 'hx-trigger="load"' in first and '"timeout": 130000' in first
+    assert 'hx-trigger="load"' in first and f'"timeout": {viewer.CAM_LIMIT_S * 1000}' in first
     client.get(f"{url}/slices/0/cam?record={record}", headers=HX).close()
     again = client.get(url).get_data(as_text=True)
     assert re.search(r'<img class="cam" id="cam-image" alt="[^"]+"\s+src="[^"]+cam\.png', again)

@@ -20,10 +20,10 @@ from webapp.results import explain, images
 
 DEFAULT_OPACITY = 0.4
 DEFAULT_METHOD = "gradcam"
-# How long the page waits for its heat map, in all: gunicorn's timeout (gunicorn.conf.py), which
-# ends a request that computes longer, and a little more. Past it the page says so and offers
-# a retry instead of waiting for ever.
-CAM_LIMIT_S = 130
+# How long the page waits for its heat map, in all: gunicorn's timeout (180 s, gunicorn.conf.py),
+# which ends a request that computes longer, and a little more. Past it the page says so and
+# offers a retry instead of waiting for ever.
+CAM_LIMIT_S = 190
 POLL_S = 2  # between two questions of a page whose heat map another request is making
 
 
