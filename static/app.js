@@ -9,7 +9,7 @@ function applyOverlay() {
   var slider = document.getElementById("opacity");
   var toggle = document.getElementById("cam-toggle");
   if (cam && slider) { cam.style.opacity = slider.value; }
-  if (cam && toggle) { cam.hidden = !toggle.checked || !cam.getAttribute("src"); }
+  if (cam && toggle) { cam.hidden = !toggle.checked || !cam.getAttribute("src") || !!cam.dataset.failed; }
   var shown = document.getElementById("opacity-value");
   if (shown && slider) { shown.textContent = Math.round(slider.value * 100) + "%"; }
 }
@@ -30,9 +30,11 @@ function keepView() {
     link.setAttribute("href", withView(link.getAttribute("href"), slider, toggle));
     if (link.hasAttribute("hx-get")) {
       link.setAttribute("hx-get", withView(link.getAttribute("hx-get"), slider, toggle));
+      // htmx reads hx-get when it processes a link. The links alone: processing the viewer
+      // would start #cam-info's request again while its first one is under way.
+      if (window.htmx) { window.htmx.process(link); }
     }
   });
-  if (window.htmx) { window.htmx.process(viewer); }  // htmx reads hx-get when it processes a link
   window.history.replaceState(window.history.state, "", withView(window.location.href, slider, toggle));
 }
 
@@ -47,13 +49,15 @@ document.addEventListener("change", function (event) {
   if (target.id === "files") { showChosen(target.files); }
 });
 
-// The heat map arrives out of band with the fragment that made it: give it the current settings.
-document.addEventListener("htmx:oobAfterSwap", applyOverlay);
+// The heat map arrives out of band with the fragment that made it: give it the current settings
+// once htmx has settled it (settling puts back the attributes the server sent).
+document.addEventListener("htmx:afterSettle", applyOverlay);
 
 // An overlay that fails to load says so under the slice, with a retry, instead of a broken image.
 document.addEventListener("error", function (event) {
   var image = event.target;
   if (!image || image.id !== "cam-image") { return; }
+  image.dataset.failed = "true";
   image.hidden = true;
   var info = document.getElementById("cam-info");
   if (info) {

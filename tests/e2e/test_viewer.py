@@ -52,13 +52,17 @@ def test_two_first_views_make_the_heat_map_once_and_both_show_it(
     path = result_url(live_app, phantom_slices(phantom_data, 1))
     calls = count_explains(monkeypatch, delay=3.0)
     images: list[int] = []  # the status of every heat-map image a page asked for
+    fragments: list[str] = []  # the first page's requests of the heat-map fragment
     second = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
     for each in (page, second):
         each.on("response", lambda r: images.append(r.status) if "/cam.png" in r.url else None)
+    page.on("request", lambda r: fragments.append(r.url) if "/cam?" in r.url else None)
     try:
         began = time.monotonic()
         page.goto(base_url + path)
         second.goto(base_url + path)
+        page.focus("#opacity")
+        page.keyboard.press("ArrowRight")  # while the map is being made: 0.40 -> 0.45
         for each in (page, second):
             wait_until(each, "() => !!document.getElementById('faithfulness')", timeout=60)
             wait_until(each, HEAT_MAP_LOADED)
@@ -68,6 +72,8 @@ def test_two_first_views_make_the_heat_map_once_and_both_show_it(
             assert shows_heat_map(each)
             assert each.locator(".problem").count() == 0
         assert images == [200, 200]  # each page asked for the image once, once it existed
+        assert len(fragments) == 1  # moving the slider did not ask again
+        assert page.eval_on_selector("#cam-image", "e => e.style.opacity") == "0.45"
         assert both_s < 3.0 + 2 * viewer.POLL_S + 15  # the second page polled, it did not wait
         page.shots("first-of-two-views")
         second.screenshot(path=str(page.shots.folder / "second-of-two-views.png"))
