@@ -94,6 +94,9 @@ def test_the_heat_map_peak_lands_on_the_lesion(
     network_pixel = cam_box["width"] / size  # screen pixels per pixel of the heat map
     error = float(np.hypot(peak[0] - on_slice[0], peak[1] - on_slice[1]))
     assert error <= 1.5 * network_pixel, f"peak {error:.1f} px from the lesion"
+    print(
+        f"heat map peak {error:.1f} screen px from the lesion ({network_pixel:.1f} px a map pixel)"
+    )
     # Laid over the whole slice instead (the old page), the peak would miss by far.
     naive = (
         slice_box["left"] + (peak_col + 0.5) / size * slice_box["width"],
