@@ -73,8 +73,8 @@ run: setup tcmalloc
 	$(FLASK) db upgrade
 	$(FLASK) bundles sync
 	@echo "Serving on http://$(HOST):$(PORT)/  (Ctrl-C stops it; not for clinical use)"
-	$(WITH_ALLOCATOR) $(VENV)/bin/gunicorn --workers $(WORKERS) --bind $(HOST):$(PORT) \
-		--access-logfile - wsgi:app
+	$(WITH_ALLOCATOR) $(VENV)/bin/gunicorn --config gunicorn.conf.py \
+		--workers $(WORKERS) --bind $(HOST):$(PORT)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -227,8 +227,11 @@ def write_phantom_slices(folder: Path, count: int) -> Path:
     return folder
 
 
-def make_random_bundle(path: Path, backbone: str, size: int, folds: int) -> Path:
-    """A complete bundle whose fold models are randomly initialised: for timing only."""
+def make_random_bundle(
+    path: Path, backbone: str, size: int, folds: int, **settings: object
+) -> Path:
+    """A complete bundle whose fold models are randomly initialised: for timing only.
+    `settings` are further TrainConfig fields (crop_head=True, say)."""
     from safetensors.torch import save_file
 
     from ml import OperatingPoint, make_config, save_config, write_manifest, write_thresholds
@@ -236,7 +239,12 @@ def make_random_bundle(path: Path, backbone: str, size: int, folds: int) -> Path
 
     path.mkdir(parents=True)
     cfg = make_config(
-        "reference", backbone=backbone, image_size=size, folds=folds, pretrained="none"
+        "reference",
+        backbone=backbone,
+        image_size=size,
+        folds=folds,
+        pretrained="none",
+        **settings,
     )
     save_config(cfg, path / "config.yaml")
     built = None

@@ -50,6 +50,7 @@ __getattr__, __all__ = exports(
         "NOT_HEAD_CT": "ml.data.headct",
         # where a bundle's training data came from (`Bundle.synthetic_only` reads it)
         "SYNTHETIC_ORIGIN": "ml.config",
+        "network_frame": "ml.data.cache",
         # predicting and explaining (these load torch)
         "Predictor": "ml.infer.predictor",
         "SlicePrediction": "ml.infer.predictor",

@@ -1,25 +1,69 @@
 // Small behaviours that need no server round trip. The pages work without this file.
 "use strict";
 
-// Grad-CAM overlay: the opacity slider and the on/off toggle act on the image in place.
+// Grad-CAM overlay: the opacity slider and the on/off toggle act on the image in place, and the
+// viewer's links (other slices, windows, methods) and the address then carry the new settings,
+// so they survive the next click. Without this file the server's links carry them.
+function applyOverlay() {
+  var cam = document.getElementById("cam-image");
+  var slider = document.getElementById("opacity");
+  var toggle = document.getElementById("cam-toggle");
+  if (cam && slider) { cam.style.opacity = slider.value; }
+  if (cam && toggle) { cam.hidden = !toggle.checked || !cam.getAttribute("src") || !!cam.dataset.failed; }
+  var shown = document.getElementById("opacity-value");
+  if (shown && slider) { shown.textContent = Math.round(slider.value * 100) + "%"; }
+}
+
+function withView(address, slider, toggle) {
+  var url = new URL(address, window.location.href);
+  url.searchParams.set("opacity", slider.value);
+  if (toggle.checked) { url.searchParams.delete("cam"); } else { url.searchParams.set("cam", "off"); }
+  return url.pathname + url.search;
+}
+
+function keepView() {
+  var viewer = document.getElementById("viewer");
+  var slider = document.getElementById("opacity");
+  var toggle = document.getElementById("cam-toggle");
+  if (!viewer || !slider || !toggle) { return; }
+  viewer.querySelectorAll("a[data-keeps-view]").forEach(function (link) {
+    link.setAttribute("href", withView(link.getAttribute("href"), slider, toggle));
+    if (link.hasAttribute("hx-get")) {
+      link.setAttribute("hx-get", withView(link.getAttribute("hx-get"), slider, toggle));
+      // htmx reads hx-get when it processes a link. The links alone: processing the viewer
+      // would start #cam-info's request again while its first one is under way.
+      if (window.htmx) { window.htmx.process(link); }
+    }
+  });
+  window.history.replaceState(window.history.state, "", withView(window.location.href, slider, toggle));
+}
+
 document.addEventListener("input", function (event) {
-  var target = event.target;
-  if (target.id === "opacity") {
-    var cam = document.getElementById("cam-image");
-    if (cam) { cam.style.opacity = target.value; }
-    var shown = document.getElementById("opacity-value");
-    if (shown) { shown.textContent = Math.round(target.value * 100) + "%"; }
-  }
+  if (event.target.id === "opacity") { applyOverlay(); }
 });
 
 document.addEventListener("change", function (event) {
   var target = event.target;
-  if (target.id === "cam-toggle") {
-    var cam = document.getElementById("cam-image");
-    if (cam) { cam.hidden = !target.checked; }
-  }
+  if (target.id === "cam-toggle") { applyOverlay(); }
+  if (target.id === "opacity" || target.id === "cam-toggle") { keepView(); }
   if (target.id === "files") { showChosen(target.files); }
 });
+
+// The heat map arrives out of band with the fragment that made it: give it the current settings
+// once htmx has settled it (settling puts back the attributes the server sent).
+document.addEventListener("htmx:afterSettle", applyOverlay);
+
+// An overlay that fails to load says so under the slice, with a retry, instead of a broken image.
+document.addEventListener("error", function (event) {
+  var image = event.target;
+  if (!image || image.id !== "cam-image") { return; }
+  image.dataset.failed = "true";
+  image.hidden = true;
+  var info = document.getElementById("cam-info");
+  if (info) {
+    showProblem(info, "the heat map image did not load; the server may be busy, or the result was deleted.");
+  }
+}, true);  // error events do not bubble; they reach the document while capturing
 
 // Upload: dropping files anywhere on the drop zone fills the file input.
 function showChosen(files) {
@@ -111,4 +155,11 @@ document.addEventListener("submit", function (event) {
     form.appendChild(field);
   }
   field.value = "yes";
+});
+
+// A request given a limit (hx-request timeout, with data-limit-s to say it) that ran past it.
+document.addEventListener("htmx:timeout", function (event) {
+  var limit = event.detail.elt.getAttribute("data-limit-s");
+  showProblem(event.detail.elt, "no answer from the server within " + (limit ? limit + " s" : "the time allowed") +
+    "; it may be busy.");
 });

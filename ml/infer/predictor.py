@@ -291,6 +291,14 @@ class Predictor:
 
     # ---- models ----------------------------------------------------------------------------
 
+    def load(self) -> Predictor:
+        """Build every model now rather than on first use: the backend's, and torch's, which
+        Grad-CAM needs whatever the backend. A server calls it when a worker starts."""
+        if self.backend == "onnx":
+            self._onnx()
+        self.torch_models()
+        return self
+
     def torch_models(self) -> list[torch.nn.Module]:
         """The fold models, built once (also used by Grad-CAM whatever the backend)."""
         if self._torch_models is None:

@@ -22,6 +22,7 @@ from flask_migrate import upgrade
 from werkzeug.serving import make_server
 
 from config import TestConfig
+from tests.web.helpers import upload, wait_for_job
 from webapp import create_app
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -123,6 +124,13 @@ class Screenshots:
         self.page.screenshot(path=str(self.folder / f"{self.count:02d}-{step}.png"), full_page=True)
 
 
+# A predicate for wait_until: the overlay image is in the page and has loaded.
+HEAT_MAP_LOADED = (
+    "() => { const cam = document.getElementById('cam-image');"
+    " return !!cam && cam.complete && cam.naturalWidth > 0; }"
+)
+
+
 def wait_until(page, function: str, timeout: float = 30.0) -> None:
     """Poll `function` (JavaScript, e.g. "() => ...") until it is truthy.
 
@@ -134,3 +142,13 @@ def wait_until(page, function: str, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"still false after {timeout} s: {function}")
         time.sleep(0.02)
+
+
+def result_url(app: Flask, files: list[tuple[bytes, str]], *, study: bool = False) -> str:
+    """Upload through the app (a single slice, or a study run as a job); the result's path."""
+    client = app.test_client()
+    response = upload(client, files, study=study)
+    assert response.status_code == 303, response.get_data(as_text=True)
+    if study:
+        wait_for_job(app, response.headers["Location"].rsplit("/", 1)[-1], timeout=180)
+    return client.get(response.headers["Location"]).headers["Location"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import HEAT_MAP_LOADED, wait_until
 from tests.web.helpers import ct_dicom, phantom_slices
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def test_slice_result_overlay_window_history_note_and_csv(page, base_url, tmp_pa
     probability = float(page.inner_text("#slice-probability"))
     assert 0.0 <= probability <= 1.0
     page.wait_for_selector("#faithfulness")  # the heat map was made on demand
-    wait_until(page, "() => document.getElementById('cam-image').naturalWidth > 0")
+    wait_until(page, HEAT_MAP_LOADED)
     page.shots("result-with-overlay")
 
     page.uncheck("#cam-toggle")

@@ -10,12 +10,12 @@ from webapp import audit
 from webapp.auth.guard import permission
 from webapp.bundles.points import active_threshold
 from webapp.bundles.store import active_bundle
-from webapp.errors import ModelNotLoaded
+from webapp.errors import ModelNotLoaded, error_response
 from webapp.extensions import db
 from webapp.models import LABELS, REVIEWS, Prediction, SliceResult, now
 from webapp.predict.service import delete_prediction
 from webapp.render import is_htmx, render
-from webapp.results import explain, images, records
+from webapp.results import explain, images, records, viewer
 
 bp = Blueprint("results", __name__, url_prefix="/predictions")
 NOTE_LIMIT = 5000
@@ -28,10 +28,10 @@ def get_slice_or_404(prediction: Prediction, position: int) -> SliceResult:
 
 
 @bp.get("/<int:prediction_id>")
-def detail(prediction_id: int) -> str:
+def detail(prediction_id: int) -> ResponseReturnValue:
     """A result: the slice, its numbers and their provenance; `viewer` is its HTMX fragment."""
     prediction = records.get_prediction_or_gone(prediction_id)
-    view = _viewer_state(prediction)
+    view = _viewer(prediction)
     page = render("results/detail.html", "viewer", p=prediction, **view, **_provenance(prediction))
     response = make_response(page)
     # Going Back to this page asks the server again, so a result deleted meanwhile says so.
@@ -58,6 +58,8 @@ def cam(prediction_id: int, position: int) -> ResponseReturnValue:
     slice_result = get_slice_or_404(prediction, position)
     try:
         path = explain.ensure_cam(prediction, slice_result, request.args.get("method", "gradcam"))
+    except explain.CamInProgress:
+        return _cam_busy()
     except (explain.CamUnavailable, ModelNotLoaded) as exc:
         abort(409, description=str(exc))
     except explain.ResultGone as exc:
@@ -67,28 +69,15 @@ def cam(prediction_id: int, position: int) -> ResponseReturnValue:
 
 @bp.get("/<int:prediction_id>/slices/<int:position>/cam")
 def cam_info(prediction_id: int, position: int) -> ResponseReturnValue:
-    """Makes the heat map if needed and answers with its faithfulness figure (a fragment)."""
+    """Makes the heat map, or says another request is making it; a fragment with its figure."""
     prediction = _prediction_for_cam(prediction_id)
     slice_result = get_slice_or_404(prediction, position)
-    method = request.args.get("method", "gradcam")
-    problem = None
-    try:
-        explain.ensure_cam(prediction, slice_result, method)
-        db.session.refresh(slice_result)  # another request may have made the map meanwhile
-    except (explain.CamUnavailable, ModelNotLoaded) as exc:
-        problem = str(exc)
-    except explain.ResultGone as exc:
-        abort(410, description=str(exc))
+    view = viewer.viewer_state(prediction, request.args)
+    outcome = _make_cam(prediction, slice_result, view.method, waited=_waited())
     if not is_htmx():
-        return redirect(url_for(".detail", prediction_id=prediction.id, slice=position, cam="on"))
-    return render(
-        "results/detail.html",
-        "cam_info",
-        s=slice_result,
-        method=method,
-        cam_problem=problem,
-        methods=explain.METHODS,
-    )
+        return redirect(view.url(position=position))
+    return render("results/detail.html", "cam_info", p=prediction, s=slice_result, view=view,
+                  methods=explain.METHODS, cam_limit_s=viewer.CAM_LIMIT_S, **outcome)  # fmt: skip
 
 
 @bp.post("/<int:prediction_id>/note")
@@ -179,23 +168,51 @@ def _annotations(prediction: Prediction, saved: str) -> ResponseReturnValue:
     return render("results/detail.html", "annotations", p=prediction, saved=saved)
 
 
-def _viewer_state(prediction: Prediction) -> dict:
-    """Which slice, window and overlay settings the viewer shows, from the query string."""
-    position = request.args.get("slice", 0, type=int)
-    slice_result = get_slice_or_404(prediction, position)
-    windows = images.windows_for(slice_result)
-    window = request.args.get("window", "model")
-    opacity = min(max(request.args.get("opacity", 0.4, type=float), 0.0), 1.0)
+def _viewer(prediction: Prediction) -> dict:
+    """What the viewer block needs: the state asked for, the slice, its windows and overlay."""
+    view = viewer.viewer_state(prediction, request.args)
+    slice_result = get_slice_or_404(prediction, view.position)
     return {
+        "view": view,
         "s": slice_result,
-        "window": window if window in windows else "model",
-        "windows": windows,
+        "windows": images.windows_for(slice_result),
         "presets": images.WINDOW_PRESETS,
-        "cam_on": request.args.get("cam", "on") != "off",
-        "opacity": opacity,
-        "method": request.args.get("method", "gradcam"),
+        "placement": images.placement(prediction, slice_result),
+        "cam_ready": explain.cam_ready(slice_result, view.method),
         "methods": explain.METHODS,
+        "cam_limit_s": viewer.CAM_LIMIT_S,
+        "scripted": is_htmx(),  # an htmx request: the browser runs JavaScript
     }
+
+
+def _make_cam(prediction: Prediction, slice_result: SliceResult, method: str, waited: int) -> dict:
+    """Make the heat map unless another request is at it: what the cam_info fragment shows."""
+    wait = 0 if is_htmx() else None  # a page with htmx polls instead of waiting
+    try:
+        explain.ensure_cam(prediction, slice_result, method, wait=wait)
+    except explain.CamInProgress as exc:
+        if waited >= viewer.CAM_LIMIT_S:
+            return {"cam_problem": f"the heat map was still not ready after {waited} s ({exc})"}
+        return {"cam_pending": True, "waited": waited + viewer.POLL_S}
+    except (explain.CamUnavailable, ModelNotLoaded) as exc:
+        return {"cam_problem": str(exc)}
+    except explain.ResultGone as exc:
+        abort(410, description=str(exc))
+    db.session.refresh(slice_result)  # another request may have made the map meanwhile
+    return {"cam_oob": True}
+
+
+def _waited() -> int:
+    """Seconds a polling page has already waited for a heat map another request makes."""
+    return min(max(request.args.get("waited", 0, type=int), 0), 10 * viewer.CAM_LIMIT_S)
+
+
+def _cam_busy() -> ResponseReturnValue:
+    """503: another request is still making the heat map (for longer than explain.WAIT_S)."""
+    message = "Another request is still making this heat map; reload the page in a few seconds."
+    response = make_response(error_response(503, message, "in_progress"))
+    response.headers["Retry-After"] = str(viewer.POLL_S)
+    return response
 
 
 def _provenance(prediction: Prediction) -> dict:

@@ -1,0 +1,34 @@
+"""The model, loaded when a web worker starts, in a background thread: no request pays for it.
+
+gunicorn.conf.py starts it from gunicorn's `post_worker_init` hook. A request that needs the
+model before it is ready waits for it (the predictor's lock), as it would have waited to load
+it itself; every other page is served at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from flask import Flask
+
+from webapp.bundles.store import using_predictor
+from webapp.errors import ModelNotLoaded
+
+
+def start(app: Flask) -> threading.Thread:
+    """Load the active bundle's models (the backend's and Grad-CAM's) in a daemon thread."""
+    thread = threading.Thread(target=_load, args=(app,), name="load-model", daemon=True)
+    thread.start()
+    return thread
+
+
+def _load(app: Flask) -> None:
+    began = time.monotonic()
+    with app.app_context():
+        try:
+            with using_predictor() as predictor:
+                predictor.load()
+        except ModelNotLoaded:
+            return  # create_app logged why, and every page that needs the model says so
+        app.logger.info("model loaded in %.1f s", time.monotonic() - began)
