@@ -163,3 +163,26 @@ document.addEventListener("htmx:timeout", function (event) {
   showProblem(event.detail.elt, "no answer from the server within " + (limit ? limit + " s" : "the time allowed") +
     "; it may be busy.");
 });
+
+// Upload: once sent, the form says a prediction is under way and its button cannot be pressed
+// again (a second press would upload the files twice).
+document.addEventListener("submit", function (event) {
+  var form = event.target;
+  if (form.id !== "upload-form" || event.defaultPrevented) { return; }
+  var button = form.querySelector("button[type=submit]");
+  form.setAttribute("aria-busy", "true");
+  if (button) { button.disabled = true; button.textContent = "Predicting…"; }
+  var status = document.getElementById("upload-status");
+  if (status) { status.textContent = "Uploading and predicting: this takes a few seconds a slice."; }
+});
+
+// Back to the upload page from the browser's cache: the form is ready again.
+window.addEventListener("pageshow", function () {
+  var form = document.getElementById("upload-form");
+  if (!form || !form.hasAttribute("aria-busy")) { return; }
+  form.removeAttribute("aria-busy");
+  var button = form.querySelector("button[type=submit]");
+  if (button) { button.disabled = false; button.textContent = "Predict"; }
+  var status = document.getElementById("upload-status");
+  if (status) { status.textContent = ""; }
+});

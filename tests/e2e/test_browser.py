@@ -113,3 +113,26 @@ def test_pages_fit_a_tablet_and_keep_the_disclaimer(page, base_url) -> None:
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 768, f"{path} scrolls sideways at tablet width ({width} px)"
     page.shots("tablet")
+
+
+def test_the_upload_button_says_it_is_busy_and_cannot_be_pressed_twice(
+    page, base_url, tmp_path
+) -> None:
+    [path] = _write(tmp_path, [(ct_dicom(tmp_path, "src.dcm"), "busy.dcm")])
+    page.goto(base_url + "/")
+    page.set_input_files("#files", [path])
+    # Press and read in the same turn of the page's script, before the navigation.
+    state = page.evaluate(
+        """() => {
+          const button = document.querySelector("#upload-form button[type=submit]");
+          button.click();
+          return [button.disabled, button.textContent,
+                  document.getElementById("upload-form").getAttribute("aria-busy"),
+                  document.getElementById("upload-status").textContent];
+        }"""
+    )
+    assert state[:3] == [True, "Predicting…", "true"] and "predicting" in state[3]
+    page.wait_for_url(re.compile(r"/predictions/\d+$"))
+    page.go_back()
+    page.wait_for_selector("#upload-form")
+    assert page.is_enabled("#upload-form button[type=submit]")

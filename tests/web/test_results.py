@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 
 import numpy as np
@@ -164,3 +165,27 @@ def test_a_result_of_another_bundle_says_so(app, client, phantom_data) -> None:
 @pytest.mark.parametrize("url", ["/predictions/999", "/predictions/999/slices/0/image.png"])
 def test_missing_results_are_404(client, url) -> None:
     assert client.get(url).status_code == 404
+
+
+@pytest.mark.slow
+def test_the_faithfulness_note_says_how_often_the_peak_fell_in_a_lesion(
+    tmp_path, database, slice_label_bundle, two_sources
+) -> None:
+    """A bundle trained with lesion masks says on every heat map how its peaks fared there."""
+    import shutil
+
+    from tests.web.conftest import _make_app
+
+    shutil.copytree(slice_label_bundle, tmp_path / "bundles" / "masked")
+    app = _make_app(tmp_path, tmp_path / "bundles", "masked", database=database)
+    client = app.test_client()
+    image = sorted((two_sources["site"].parent / "images").glob("*.jpg"))[2]
+    url = _predict(client, [(image.read_bytes(), image.name)])
+    record = page_record(client, url)["record"]
+    text = client.get(
+        f"{url}/slices/0/cam?record={record}", headers={"HX-Request": "true"}
+    ).get_data(as_text=True)
+    figures = json.loads((slice_label_bundle / "metrics.json").read_text())["cam_in_lesion"]
+    site = figures["by_source"]["site"]
+    assert "Checked against outlined lesions" in text
+    assert f"on {site['slices']} lesion" in text and "slices of site it never trained on" in text

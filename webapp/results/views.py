@@ -77,7 +77,8 @@ def cam_info(prediction_id: int, position: int) -> ResponseReturnValue:
     if not is_htmx():
         return redirect(view.url(position=position))
     return render("results/detail.html", "cam_info", p=prediction, s=slice_result, view=view,
-                  methods=explain.METHODS, cam_limit_s=viewer.CAM_LIMIT_S, **outcome)  # fmt: skip
+                  methods=explain.METHODS, cam_limit_s=viewer.CAM_LIMIT_S,
+                  lesion_check=lesion_check(prediction), **outcome)  # fmt: skip
 
 
 @bp.post("/<int:prediction_id>/note")
@@ -224,4 +225,15 @@ def _provenance(prediction: Prediction) -> dict:
         "other_bundle": other_bundle,
         "current_threshold": current,
         "label_now": None if current is None else LABELS[int(prediction.score >= current)],
+        "lesion_check": lesion_check(prediction),
     }
+
+
+def lesion_check(prediction: Prediction) -> list[dict]:
+    """How often the bundle's heat-map peak fell in an outlined lesion, out of fold, per source
+    with masks (its metrics.json); empty for other bundles and bundles without masks."""
+    bundle, _ = active_bundle()
+    if bundle is None or bundle.id != prediction.bundle_id:
+        return []
+    found = (bundle.metrics.get("cam_in_lesion") or {}).get("by_source", {})
+    return [{"source": source, **figures} for source, figures in found.items()]
