@@ -243,13 +243,12 @@ def _lesion_cam(out: Path, cfg: TrainConfig, prepared: Any, results: list) -> di
         return None
     weights = [out / f"fold_{r.fold}.safetensors" for r in results]
     models = dict(zip([r.fold for r in results], load_fold_models(weights, cfg), strict=True))
-    kept_frames = prepared.decoded.frames
     return cam_in_lesion(
         models,
         prepared.images,
         prepared.records,
         prepared.parts,
-        kept_frames,
+        prepared.decoded.frames,
         in_chans=cfg.in_chans,
         mean=results[0].mean,
         std=results[0].std,

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import HEAT_MAP_LOADED, result_url, wait_until
-from tests.web.helpers import ct_dicom, phantom_slices
+from tests.web.helpers import count_explains, ct_dicom, phantom_slices
 from webapp.extensions import db
 from webapp.models import Prediction
 from webapp.results import viewer
@@ -20,22 +20,6 @@ LAPTOPS = ({"width": 1280, "height": 800}, {"width": 1366, "height": 768})
 
 def number(url: str) -> int:
     return int(url.rsplit("/", 1)[-1])
-
-
-def count_explains(monkeypatch, delay: float) -> list[float]:
-    """The predictor's explain made slow; the list fills with the time of every call."""
-    from ml.infer.predictor import Predictor
-
-    calls: list[float] = []
-    real = Predictor.explain
-
-    def slow_explain(self, *args, **kwargs):
-        calls.append(time.monotonic())
-        time.sleep(delay)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Predictor, "explain", slow_explain)
-    return calls
 
 
 def shows_heat_map(page) -> bool:

@@ -122,3 +122,19 @@ def count_predictions(app: Flask) -> int:
 def stored_files(app: Flask) -> list[Path]:
     root = Path(app.config["UPLOAD_DIR"])
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def count_explains(monkeypatch, delay: float = 0.0) -> list[float]:
+    """Patch the predictor's explain to sleep `delay` s first; the list fills with call times."""
+    from ml.infer.predictor import Predictor
+
+    calls: list[float] = []
+    real = Predictor.explain
+
+    def slow_explain(self, *args, **kwargs):
+        calls.append(time.monotonic())
+        time.sleep(delay)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "explain", slow_explain)
+    return calls

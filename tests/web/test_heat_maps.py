@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.helpers import page_record, phantom_slices, stored_files, upload
+from tests.web.helpers import count_explains, page_record, phantom_slices, stored_files, upload
 from webapp.results import explain, viewer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,22 +25,6 @@ def _result(client, phantom_data) -> tuple[str, str]:
     response = upload(client, phantom_slices(phantom_data, 1))
     url = client.get(response.headers["Location"]).headers["Location"]
     return url, page_record(client, url)["record"]
-
-
-def _count_explains(monkeypatch, delay: float = 0.0) -> list[float]:
-    """Patch the predictor's explain to sleep `delay` s first; the list fills with call times."""
-    from ml.infer.predictor import Predictor
-
-    calls: list[float] = []
-    real = Predictor.explain
-
-    def slow_explain(self, *args, **kwargs):
-        calls.append(time.monotonic())
-        time.sleep(delay)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Predictor, "explain", slow_explain)
-    return calls
 
 
 def _lock_file(app) -> Path:
@@ -76,7 +60,7 @@ def test_a_heat_map_another_process_is_making_is_not_made_again(
     app, client, phantom_data, monkeypatch
 ) -> None:
     url, record = _result(client, phantom_data)
-    calls = _count_explains(monkeypatch)
+    calls = count_explains(monkeypatch)
     monkeypatch.setattr(explain, "WAIT_S", 0.5)
     other = OtherWorker(_lock_file(app))
     try:
@@ -110,7 +94,7 @@ def test_two_requests_at_once_make_the_heat_map_once(app, phantom_data, monkeypa
     """The fragment and the plain image ask at the same moment, in two threads of one worker."""
     client = app.test_client()
     url, record = _result(client, phantom_data)
-    calls = _count_explains(monkeypatch, delay=1.5)
+    calls = count_explains(monkeypatch, delay=1.5)
     answers: dict[str, object] = {}
 
     def ask(name: str, path: str, headers: dict[str, str]) -> None:

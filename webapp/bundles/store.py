@@ -73,15 +73,18 @@ def register(bundle: Bundle) -> bool:
         if record.synthetic_only is None:
             record.synthetic_only = bundle.synthetic_only
         return False
-    db.session.add(
-        BundleRecord(
-            id=bundle.id,
-            name=bundle.name,
-            backbone=bundle.config["backbone"],
-            synthetic_only=bundle.synthetic_only,
-        )
-    )
+    db.session.add(record_of(bundle))
     return True
+
+
+def record_of(bundle: Bundle) -> BundleRecord:
+    """The database row that stands for a bundle (not added to the session)."""
+    return BundleRecord(
+        id=bundle.id,
+        name=bundle.name,
+        backbone=bundle.config["backbone"],
+        synthetic_only=bundle.synthetic_only,
+    )
 
 
 bundles_cli = AppGroup("bundles", help="Model bundles known to this deployment.")
@@ -108,14 +111,7 @@ def known_records() -> list[BundleRecord]:
     records = list(db.session.scalars(db.select(BundleRecord).order_by(BundleRecord.registered_at)))
     active, _ = active_bundle()
     if active is not None and all(r.id != active.id for r in records):
-        records.append(
-            BundleRecord(
-                id=active.id,
-                name=active.name,
-                backbone=active.config["backbone"],
-                synthetic_only=active.synthetic_only,
-            )
-        )
+        records.append(record_of(active))
     return records
 
 
