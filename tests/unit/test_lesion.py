@@ -11,7 +11,7 @@ from PIL import Image
 
 from ml.data.cache import network_frame
 from ml.data.synth import BRAIN_WINDOW, phantom_patient, window_to_uint8
-from ml.explain.lesion import hit, mask_in_frame
+from ml.explain.lesion import hit, lesion_region, mask_in_frame
 
 
 def test_the_mask_lands_on_the_lesion_after_the_head_crop(tmp_path: Path) -> None:
@@ -46,3 +46,23 @@ def test_the_figures_of_a_heat_map_against_a_mask() -> None:
     heat[8, 8] = 2.0
     assert hit(heat, mask)[0] is False
     assert hit(np.zeros((10, 10), np.float32), mask) == (False, 0.0)
+
+
+def test_an_outlined_lesion_is_filled() -> None:
+    """PHE-SICH's masks are drawn outlines, often open: the lesion is the area they enclose."""
+    yy, xx = np.mgrid[:128, :128]
+    radius = np.hypot(yy - 64, xx - 60)
+    disk = radius <= 20
+    ring = (radius >= 19) & (radius <= 21)
+    open_arc = ring & ~((xx > 70) & (yy > 60))  # a quarter of the outline missing
+    dashed = ring & ((np.arctan2(yy - 64, xx - 60) * 20).astype(int) % 3 != 0)  # gaps of 2-3 px
+    for outline in (ring, open_arc, dashed):
+        region = lesion_region(outline)
+        assert region[64, 60]  # the centre is inside the lesion
+        assert (region & disk).sum() >= 0.85 * disk.sum()
+        assert not (region & (radius > 22)).any()  # nothing beyond the outline
+    filled = lesion_region(disk)  # a filled mask stays as it is, give or take its edge
+    assert (filled >= disk).all() and (filled & ~disk).sum() <= 0.05 * disk.sum()
+    two = ring | np.roll(ring, 50, axis=0)  # two lesions stay two
+    assert not lesion_region(two)[64 + 25, 60]
+    assert not lesion_region(np.zeros((8, 8), bool)).any()
