@@ -58,6 +58,8 @@ __getattr__, __all__ = exports(
         "order_slices": "ml.infer.prepare",
         "export_bundle": "ml.infer.onnx",
         "export_matches": "ml.infer.onnx",
+        "export_openvino": "ml.infer.openvino_export",
+        "PrecisionRefused": "ml.infer.openvino",
         "heatmap_png": "ml.explain.cam",
         # operating points, and the out-of-fold figures the threshold studio draws
         "OperatingPoint": "ml.metrics.thresholds",
@@ -65,6 +67,8 @@ __getattr__, __all__ = exports(
         "write_thresholds": "ml.metrics.thresholds",
         "OofScores": "ml.evaluate.oof",
         "oof_scores": "ml.evaluate.oof",
+        "oof_sources": "ml.evaluate.oof",
+        "OneClassSource": "ml.evaluate.oof",
         "metrics_at": "ml.evaluate.oof",
         "band_half_width": "ml.evaluate.oof",
         "oof_curves": "ml.evaluate.oof:curves",

@@ -225,7 +225,7 @@
     else { prevalenceInput.removeAttribute("aria-invalid"); }
     var kept = typed.value === null ? null : String(typed.value);
     replaceUrl("prevalence", kept);
-    document.querySelectorAll("a.level").forEach(function (link) {
+    document.querySelectorAll("a.level, a.source").forEach(function (link) {
       var url = new URL(link.href);
       if (kept === null) { url.searchParams.delete("prevalence"); } else { url.searchParams.set("prevalence", kept); }
       link.href = url.toString();

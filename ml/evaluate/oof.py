@@ -36,14 +36,37 @@ class OofScores:
     aggregation: str | None  # how slices became a patient score (patient level)
 
 
-def oof_scores(bundle: Bundle, level: str) -> OofScores:
-    """The bundle's OOF predictions at slice level, or per patient by its study aggregation."""
+def oof_sources(bundle: Bundle) -> list[str]:
+    """The data sources of the bundle's OOF slices, in order of appearance (one for most)."""
+    rows = read_rows(bundle.path / "oof.csv") or []
+    return list(dict.fromkeys(row.get("source") or "" for row in rows if row.get("source")))
+
+
+class OneClassSource(ValueError):
+    """A source whose patients all have one label: it has no patient-level figures."""
+
+
+def oof_scores(bundle: Bundle, level: str, source: str | None = None) -> OofScores:
+    """The bundle's OOF predictions at slice level, or per patient by its study aggregation;
+    `source`: of that data source only (see oof_sources)."""
     if level not in LEVELS:
         raise ValueError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
     rows = read_rows(bundle.path / "oof.csv")
     if not rows:
         raise ValueError(f"{bundle.path} has no out-of-fold predictions (oof.csv)")
+    if source is not None:
+        rows = [row for row in rows if row.get("source") == source]
+        if not rows:
+            raise ValueError(f"no out-of-fold slice comes from source {source!r}")
     scored = scored_from_rows(rows)
+    if source is not None and level == "patient":
+        positive: dict[str, int] = {}  # a patient is positive when any of its slices is
+        for patient, label in zip(scored.patients, scored.labels, strict=True):
+            positive[patient] = max(positive.get(patient, 0), int(label))
+        if len(set(positive.values())) < 2:
+            raise OneClassSource(
+                f"every patient of {source} has the same label: its figures are at slice level only"
+            )
     if level == "slice":
         return OofScores(level, scored.labels, scored.probabilities, scored.patients, None)
     aggregation = bundle.train_config().study_aggregation

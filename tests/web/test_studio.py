@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import re
+import shutil
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -274,3 +276,44 @@ def test_holdout_report_is_shown_apart_when_present(client, bundle) -> None:
     page = _studio(client, bundle).get_data(as_text=True)
     has_holdout = (bundle.path / "report_holdout" / "metrics.json").exists()
     assert ("Holdout (for reading only)" in page) == has_holdout
+
+
+@pytest.fixture
+def two_source_client(make_app, bundle_dir, slice_label_bundle):
+    """A studio on a bundle trained on two sources: `folder` (patients of both classes) and
+    `site` (every patient positive)."""
+    shutil.copytree(slice_label_bundle, bundle_dir / "two")
+    app = make_app(active="two")
+    return app.test_client(), load_bundle(bundle_dir / "two")
+
+
+def _oof_rows(bundle, source: str) -> list[dict]:
+    with (bundle.path / "oof.csv").open(newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row["source"] == source]
+
+
+def test_the_studio_shows_each_source_on_its_own(two_source_client) -> None:
+    client, bundle = two_source_client
+    pooled = client.get(f"/studio/{bundle.id}").get_data(as_text=True)
+    assert 'id="sources"' in pooled and "source=site" in pooled and "source=folder" in pooled
+    site_rows = _oof_rows(bundle, "site")
+    data = client.get(f"/studio/{bundle.id}/data.json?source=site").get_json()
+    assert data["source"] == "site"
+    assert len(data["labels"]) == len(site_rows)
+    assert data["labels"] == [int(row["label"]) for row in site_rows]
+    page = client.get(f"/studio/{bundle.id}?source=site").get_data(as_text=True)
+    assert 'id="source-note"' in page and f"({len(site_rows)} slices" in page
+    assert "patient (none for site" in page  # every site patient is positive
+    folder = client.get(f"/studio/{bundle.id}/data.json?source=folder&level=patient").get_json()
+    patients = {row["patient_id"] for row in _oof_rows(bundle, "folder")}
+    assert len(folder["labels"]) == len(patients)
+
+
+def test_a_source_without_patient_figures_or_unknown_is_refused(two_source_client) -> None:
+    client, bundle = two_source_client
+    one_class = client.get(f"/studio/{bundle.id}?source=site&level=patient")
+    assert one_class.status_code == 400
+    assert "same label" in one_class.get_data(as_text=True)
+    assert client.get(f"/studio/{bundle.id}/data.json?source=site&level=patient").status_code == 400
+    unknown = client.get(f"/studio/{bundle.id}?source=elsewhere")
+    assert unknown.status_code == 400 and "folder, site" in unknown.get_data(as_text=True)

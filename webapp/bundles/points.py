@@ -56,16 +56,17 @@ def bundle_points(bundle: Bundle, level: str) -> tuple[list[OperatingPoint], str
     return read_thresholds(bundle.path / FILES[level])
 
 
-@lru_cache(maxsize=16)
-def _oof(bundle_path: str, bundle_id: str, level: str) -> OofScores:
-    return ml.oof_scores(ml.load_bundle(bundle_path), level)
+@lru_cache(maxsize=32)
+def _oof(bundle_path: str, bundle_id: str, level: str, source: str | None) -> OofScores:
+    return ml.oof_scores(ml.load_bundle(bundle_path), level, source)
 
 
-def oof_scores(bundle: Bundle, level: str) -> OofScores:
-    """OOF scores, read once per process and bundle (the id is part of the cache key)."""
+def oof_scores(bundle: Bundle, level: str, source: str | None = None) -> OofScores:
+    """OOF scores, read once per process and bundle (the id is part of the cache key);
+    `source`: one data source's only."""
     if level not in FILES:
         raise PointError(f"unknown level {level!r}; choose slice or patient")
-    return _oof(str(bundle.path), bundle.id, level)
+    return _oof(str(bundle.path), bundle.id, level, source)
 
 
 def active_point(bundle: Bundle, level: str) -> ActivePoint:

@@ -7,6 +7,7 @@ level and cached as JSON under the instance folder, where every worker process f
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,27 +23,33 @@ from webapp.models import Prediction
 BOOTSTRAP_RESAMPLES = 200
 
 
-def cached_curves(bundle: Bundle, level: str) -> dict[str, Any]:
-    """ROC and PR curves with 95% bands (patients resampled) for this bundle and level."""
+def cached_curves(bundle: Bundle, level: str, source: str | None = None) -> dict[str, Any]:
+    """ROC and PR curves with 95% bands (patients resampled) for this bundle, level and source
+    (None: every source)."""
     root = current_app.config["CACHE_DIR"] or Path(current_app.instance_path) / "cache"
     folder = Path(root) / "studio"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{bundle.id}-{level}-{BOOTSTRAP_RESAMPLES}.json"
+    of = "" if source is None else "-" + hashlib.sha256(source.encode()).hexdigest()[:12]
+    path = folder / f"{bundle.id}-{level}{of}-{BOOTSTRAP_RESAMPLES}.json"
     if path.exists():
         return json.loads(path.read_text())
-    curves = oof_curves(points.oof_scores(bundle, level), n_resamples=BOOTSTRAP_RESAMPLES, seed=0)
+    scores = points.oof_scores(bundle, level, source)
+    curves = oof_curves(scores, n_resamples=BOOTSTRAP_RESAMPLES, seed=0)
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(curves))
     partial.replace(path)
     return curves
 
 
-def studio_data(bundle: Bundle, level: str, threshold: float) -> dict[str, Any]:
+def studio_data(
+    bundle: Bundle, level: str, threshold: float, source: str | None = None
+) -> dict[str, Any]:
     """Everything the page needs to redraw itself for any threshold without asking again; the
-    figures are drawn at `threshold` and the page moves what `moving` tags."""
-    scores = points.oof_scores(bundle, level)
+    figures are drawn at `threshold` and the page moves what `moving` tags. `source`: the OOF
+    slices of one data source only."""
+    scores = points.oof_scores(bundle, level, source)
     own, own_active = points.bundle_points(bundle, level)
-    curves = cached_curves(bundle, level)
+    curves = cached_curves(bundle, level, source)
     active = points.active_point(bundle, level)
     stored = db.session.execute(
         select(Prediction.score, Prediction.label).where(
@@ -52,6 +59,7 @@ def studio_data(bundle: Bundle, level: str, threshold: float) -> dict[str, Any]:
     return {
         "bundle": {"id": bundle.id, "name": bundle.name},
         "level": level,
+        "source": source,
         "aggregation": scores.aggregation,
         "labels": scores.labels.astype(int).tolist(),
         "scores": [float(s) for s in scores.scores],

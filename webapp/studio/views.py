@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, jsonify, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 
-from ml import Bundle, metrics_at
+from ml import Bundle, OneClassSource, metrics_at, oof_sources
 from webapp.auth.guard import current_user, permission
 from webapp.bundles import points
 from webapp.bundles.store import active_bundle, get_bundle_or_404
@@ -33,10 +33,11 @@ def page(bundle_id: str) -> ResponseReturnValue:
     """The slider, the plots and the table; the table alone also works without JavaScript."""
     bundle = get_bundle_or_404(bundle_id)
     level = _level()
+    source = _source(bundle)
     active = points.active_point(bundle, level)
     threshold = _float_arg("threshold", active.point.threshold, 0.0, 1.0)
     prevalence, problem = _prevalence()
-    scores = points.oof_scores(bundle, level)
+    scores = _scores(bundle, level, source)
     changed = db.session.scalars(points.would_change(bundle, level, threshold)).all()
     own, own_active = points.bundle_points(bundle, level)
     body = render(
@@ -56,6 +57,9 @@ def page(bundle_id: str) -> ResponseReturnValue:
         changed_count=len(changed),
         holdout=holdout_report(bundle, level),
         aggregation=scores.aggregation,
+        source=source,
+        sources=oof_sources(bundle),
+        one_class=_one_class_sources(bundle),
     )
     return body, 400 if problem else 200
 
@@ -66,8 +70,10 @@ def data(bundle_id: str) -> ResponseReturnValue:
     from these."""
     bundle = get_bundle_or_404(bundle_id)
     level = _level()
+    source = _source(bundle)
+    _scores(bundle, level, source)  # 400 for a source without patient-level figures
     threshold = _threshold_or_400(points.active_point(bundle, level).point.threshold)
-    return jsonify(studio_data(bundle, level, threshold))
+    return jsonify(studio_data(bundle, level, threshold, source))
 
 
 @bp.get("/<bundle_id>/changed")
@@ -204,6 +210,37 @@ def _level(source=None) -> str:
     if level not in points.FILES:
         abort(400, description="level must be slice or patient")
     return level
+
+
+def _source(bundle: Bundle) -> str | None:
+    """The data source asked for (None: every source); 400 for one the bundle was not
+    trained on."""
+    source = request.args.get("source", "").strip()
+    if not source:
+        return None
+    known = oof_sources(bundle)
+    if source not in known:
+        listed = ", ".join(known) or "none recorded"
+        abort(400, description=f"source must be one the bundle was trained on ({listed})")
+    return source
+
+
+def _one_class_sources(bundle: Bundle) -> list[str]:
+    """Sources without patient-level figures: every patient has the same label."""
+    found = []
+    for name in oof_sources(bundle):
+        try:
+            points.oof_scores(bundle, "patient", name)
+        except OneClassSource:
+            found.append(name)
+    return found
+
+
+def _scores(bundle: Bundle, level: str, source: str | None):
+    try:
+        return points.oof_scores(bundle, level, source)
+    except OneClassSource as exc:
+        abort(400, description=str(exc))
 
 
 def _float_arg(name: str, default: float, low: float, high: float) -> float:
