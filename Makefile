@@ -21,7 +21,7 @@ TCMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal
 	/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/libtcmalloc_minimal.so.4))
 WITH_ALLOCATOR := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC),)
 
-.PHONY: setup run train test lint format demo demo-build tcmalloc clean
+.PHONY: setup run train test lint format demo demo-build demo-export tcmalloc clean
 
 setup: $(STAMP)
 
@@ -47,16 +47,23 @@ tcmalloc:
 		|| echo "note: libtcmalloc-minimal4 not installed; torch runs without it"; \
 	fi
 
-# Rebuilt when missing, damaged, or written by an older version of the bundle format.
+# Rebuilt when missing, damaged, or written by an older version of the bundle format; its
+# ONNX and OpenVINO exports (checked on its out-of-fold slices) are made when missing.
 demo: $(STAMP)
 	@$(PY) -m ml info $(DEMO_BUNDLE) >/dev/null 2>&1 || $(MAKE) --no-print-directory demo-build
+	@test -f $(DEMO_BUNDLE)/openvino/manifest.json || $(MAKE) --no-print-directory demo-export
+
+demo-export:
+	test -d $(DEMO_DATA) || $(PY) -m ml synth --out $(DEMO_DATA) --patients 40 --slices 8 \
+		--size 256 --seed 0 >/dev/null
+	$(PY) -m ml export $(DEMO_BUNDLE) --data $(DEMO_DATA)
 
 demo-build:
 	rm -rf $(DEMO_DATA) $(DEMO_BUNDLE)
 	$(PY) -m ml synth --out $(DEMO_DATA) --patients 40 --slices 8 --size 256 --seed 0 >/dev/null
 	$(WITH_ALLOCATOR) $(PY) -m ml train --data $(DEMO_DATA) --preset demo --out $(DEMO_BUNDLE) \
 		--quiet --note "$(DEMO_NOTE)" >/dev/null
-	$(PY) -m ml export $(DEMO_BUNDLE)
+	$(PY) -m ml export $(DEMO_BUNDLE) --data $(DEMO_DATA)
 	$(PY) -m ml info $(DEMO_BUNDLE)
 
 # Your own data: make train DATA=path/to/dataset [PRESET=cpu] [NAME=cpu] [ARGS="--holdout-frac 0.1"]
@@ -73,7 +80,8 @@ run: setup tcmalloc
 	$(FLASK) db upgrade
 	$(FLASK) bundles sync
 	@echo "Serving on http://$(HOST):$(PORT)/  (Ctrl-C stops it; not for clinical use)"
-	$(WITH_ALLOCATOR) $(VENV)/bin/gunicorn --config gunicorn.conf.py \
+	# No tcmalloc here: OpenVINO, which makes the predictions, aborts beside it (ml/runtime.py).
+	$(VENV)/bin/gunicorn --config gunicorn.conf.py \
 		--workers $(WORKERS) --bind $(HOST):$(PORT)
 
 lint: setup

@@ -42,8 +42,11 @@ class Config:
     # Folder holding model bundles, and the name of the one the app serves.
     BUNDLE_DIR = Path(os.environ.get("BUNDLE_DIR", ROOT / "bundles"))
     ACTIVE_BUNDLE = os.environ.get("ACTIVE_BUNDLE", "demo")
-    # "auto" uses the bundle's ONNX export when it has one, else torch.
+    # "auto": the fastest of the bundle's checked exports (OpenVINO, ONNX Runtime), else torch.
     PREDICTOR_BACKEND = os.environ.get("PREDICTOR_BACKEND", "auto")
+    # OpenVINO precision: auto (the fastest that passed its check on the bundle's out-of-fold
+    # slices), f32, bf16 or int8; one that failed its check is refused at start.
+    PREDICTOR_PRECISION = os.environ.get("PREDICTOR_PRECISION", "auto")
 
     # Uploads: stored under the instance folder unless UPLOAD_DIR is set.
     UPLOAD_DIR = os.environ.get("UPLOAD_DIR") or None

@@ -1,24 +1,36 @@
-"""Ensemble inference speed: the plain loop against our torch and ONNX backends, in one run.
+"""Ensemble inference speed: the plain loop against our torch, ONNX and OpenVINO backends.
 
     python benchmarks/bench_inference.py                  # 5 x EfficientNet-B3 at 300 px, 3 views
-    python benchmarks/bench_inference.py --bundle bundles/cpu --slices 8
+    python benchmarks/bench_inference.py --bundle bundles/cpu --data DIR [--data DIR2]
 
 (a) plain: K x V separate batch-1 torch forward passes per slice, contiguous tensors, no_grad,
     the default allocator (no tcmalloc) - what a straightforward implementation does;
 (b) ours, torch: `Predictor` with backend torch (views batched, channels_last, inference_mode),
     under tcmalloc when it is installed;
-(c) ours, ONNX: `Predictor` with backend onnx on the bundle's export (made here if missing).
-Each runs in its own process so that the allocator differs only where it should. Achieved
-GFLOP/s (forward FLOPs counted by torch's FlopCounterMode) is set against a float32
-matrix-multiply measured here, in the same process setting as the faster backend.
+(c) ours, ONNX: `Predictor` with backend onnx on the bundle's export;
+(d-f) ours, OpenVINO in float32, bfloat16 and int8 (NNCF post-training quantisation): each only
+    if it passed `ml export`'s check against torch float32 on the bundle's out-of-fold slices
+    (the largest probability difference, the ROC-AUC difference and the labels flipped at the
+    active threshold are printed beside it). OpenVINO runs without tcmalloc, beside which it
+    aborts.
+Each runs in its own process. Achieved GFLOP/s (forward FLOPs counted by torch's
+FlopCounterMode) is set against a float32 matrix multiply measured here. Each backend also
+predicts a 30-slice study from files (reading, preprocessing, every fold and view).
 
 Without --bundle, a bundle of randomly initialised fold models is written to a temporary
-folder: speed does not depend on the weights, and no pretrained download is needed.
+folder: speed does not depend on the weights, and no pretrained download is needed. Its
+"out-of-fold slices" for the check are phantom slices assigned to folds by patient (no fold
+model trained on anything): the check then measures numerical agreement only.
+The last line reads
+`speedup_best=<x> backend=<name> precision=<p> max_prob_diff=<d> flips=<n>`: the fastest
+variant that passed its check, against the plain loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import io
 import json
 import os
@@ -32,66 +44,104 @@ import numpy as np
 import torch
 
 REPEATS = 3
+STUDY_SLICES = 30
+PRECISIONS = ("f32", "bf16", "int8")
+LABELS = {
+    "plain": "(a) plain loop, batch 1",
+    "torch": "(b) ours, torch backend",
+    "onnx": "(c) ours, ONNX Runtime",
+    "openvino-f32": "(d) ours, OpenVINO float32",
+    "openvino-bf16": "(e) ours, OpenVINO bfloat16",
+    "openvino-int8": "(f) ours, OpenVINO int8",
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="a trained bundle (default: random B3 x 5)")
+    parser.add_argument(
+        "--data", action="append", default=[], help="the bundle's training data, for the check"
+    )
+    parser.add_argument("--oof-slices", type=int, help="check on at most this many OOF slices")
     parser.add_argument("--backbone", default="tf_efficientnet_b3")
     parser.add_argument("--image-size", type=int, default=300)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--slices", type=int, default=4, help="phantom slices scored per repeat")
-    parser.add_argument(
-        "--worker", choices=("plain", "torch", "onnx", "matmul"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--worker", choices=tuple(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--slice-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--study-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args)))
         return
     with tempfile.TemporaryDirectory() as tmp:
+        data = args.data or [str(Path(tmp) / "oof-phantoms")]
         bundle = args.bundle or make_random_bundle(
-            Path(tmp) / "bench", args.backbone, args.image_size, args.folds
+            Path(tmp) / "bench", args.backbone, args.image_size, args.folds, oof=Path(data[0])
         )
         slice_dir = write_phantom_slices(Path(tmp) / "slices", args.slices)
-        ensure_export(bundle)
+        study_dir = write_phantom_slices(Path(tmp) / "study", STUDY_SLICES)
+        checks = export(bundle, data, args.oof_slices)
+        names = ["plain", "torch", "onnx"]
+        names += [f"openvino-{p}" for p in PRECISIONS if checks.get(p, {}).get("passed")]
         results = {
-            name: run_worker(name, bundle, slice_dir, tcmalloc=name != "plain")
-            for name in ("plain", "torch", "onnx")
+            name: run_worker(name, bundle, slice_dir, study_dir, tcmalloc=name in ("torch", "onnx"))
+            for name in names
         }
         flops = forward_flops(bundle)
-        fastest = min(("torch", "onnx"), key=lambda n: results[n]["ms_per_slice"])
-        matmul = run_worker("matmul", bundle, slice_dir, tcmalloc=True)
-    report(results, flops, fastest, matmul["gflops"], bundle)
+        matmul = run_worker("matmul", bundle, slice_dir, study_dir, tcmalloc=True)
+    report(results, checks, flops, matmul["gflops"], bundle)
 
 
-def report(results: dict, flops: dict, fastest: str, matmul_gflops: float, bundle: Path) -> None:
+def report(results: dict, checks: dict, flops: dict, matmul_gflops: float, bundle: Path) -> None:
     per_slice = flops["per_image"] * flops["folds"] * flops["views"]
-    plain_ms = results["plain"]["ms_per_slice"]
+    plain_ms, onnx_ms = results["plain"]["ms_per_slice"], results["onnx"]["ms_per_slice"]
     print(
         f"bundle: {flops['backbone']} at {flops['image_size']} px, {flops['folds']} folds x "
         f"{flops['views']} views = {per_slice / 1e9:.1f} GFLOP per slice ({bundle.name})"
     )
     print(f"float32 matrix multiply here: {matmul_gflops:.1f} GFLOP/s")
-    print(f"{'approach':<34}{'ms/slice':>10}{'speed-up':>10}{'GFLOP/s':>10}  allocator")
-    labels = {
-        "plain": "(a) plain loop, batch 1",
-        "torch": "(b) ours, torch backend",
-        "onnx": "(c) ours, ONNX Runtime",
-    }
-    for name, label in labels.items():
-        ms = results[name]["ms_per_slice"]
-        gflops = per_slice / (ms / 1000) / 1e9
+    print(
+        f"{'approach':<30}{'ms/slice':>9}{'vs plain':>9}{'vs ONNX':>8}{'GFLOP/s':>9}"
+        f"{'study ' + str(STUDY_SLICES):>10}  allocator; check against torch f32"
+    )
+    for name, found in results.items():
+        ms = found["ms_per_slice"]
+        study = f"{found['study_s']:.1f} s" if "study_s" in found else "-"
         print(
-            f"{label:<34}{ms:>10.0f}{plain_ms / ms:>9.2f}x{gflops:>10.1f}  "
-            f"{results[name]['allocator']}"
+            f"{LABELS[name]:<30}{ms:>9.0f}{plain_ms / ms:>8.2f}x{onnx_ms / ms:>7.2f}x"
+            f"{per_slice / (ms / 1000) / 1e9:>9.1f}{study:>10}  {found['allocator']}"
+            f"{'; ' + check_text(checks[name[9:]]) if name.startswith('openvino') else ''}"
         )
-    fastest_gflops = per_slice / (results[fastest]["ms_per_slice"] / 1000) / 1e9
+    for precision, check in checks.items():
+        if not check.get("passed"):
+            print(f"{LABELS['openvino-' + precision]:<30} not timed: {check_text(check)}")
+    best = min((n for n in results if n != "plain"), key=lambda n: results[n]["ms_per_slice"])
+    fastest_gflops = per_slice / (results[best]["ms_per_slice"] / 1000) / 1e9
     print(
         f"speedup_torch={plain_ms / results['torch']['ms_per_slice']:.2f} "
-        f"speedup_onnx={plain_ms / results['onnx']['ms_per_slice']:.2f} "
-        f"peak_fraction={fastest_gflops / matmul_gflops:.2f}"
+        f"speedup_onnx={plain_ms / onnx_ms:.2f} peak_fraction={fastest_gflops / matmul_gflops:.2f}"
     )
+    backend, _, precision = best.partition("-")
+    check = checks.get(precision) if backend == "openvino" else None
+    diff = f"{check['max_prob_diff']:.2g}" if check else "0"
+    flips = check["flips"] if check else 0
+    print(
+        f"speedup_best={plain_ms / results[best]['ms_per_slice']:.2f} backend={backend} "
+        f"precision={precision or 'f32'} max_prob_diff={diff} flips={flips}"
+    )
+
+
+def check_text(check: dict) -> str:
+    if check.get("error"):
+        return f"refused: {check['error']}"
+    auc = check.get("roc_auc_diff")
+    text = (
+        f"max |dp| {check['max_prob_diff']:.2g}, "
+        + ("" if auc is None else f"dAUC {auc:+.4f}, ")
+        + f"{check['flips']}/{check['slices']} flipped"
+    )
+    return text if check["passed"] else f"refused ({'; '.join(check['failures'])}): {text}"
 
 
 # ---- workers: each runs in its own process ------------------------------------------------
@@ -114,17 +164,27 @@ def worker_plain(args: argparse.Namespace) -> dict:
     return {"ms_per_slice": timed(run) / len(tensors) * 1000, **_allocator()}
 
 
-def worker_predictor(backend: str):
+def worker_predictor(backend: str, precision: str = "f32"):
     def worker(args: argparse.Namespace) -> dict:
         from ml import Predictor
 
-        predictor = Predictor.from_bundle(args.bundle, backend=backend)
-        if predictor.backend != backend:
-            raise SystemExit(f"wanted backend {backend}, got {predictor.backend}")
+        predictor = Predictor.from_bundle(args.bundle, backend=backend, precision=precision)
+        if (predictor.backend, predictor.precision) != (backend, precision):
+            raise SystemExit(
+                f"wanted {backend} {precision}, got {predictor.backend} {predictor.precision}: "
+                f"{predictor.backend_note}"
+            )
         paths = sorted(args.slice_dir.iterdir())
         prepared = [predictor.prepare(p) for p in paths]
         seconds = timed(lambda: predictor.predict_prepared(prepared))
-        return {"ms_per_slice": seconds / len(prepared) * 1000, **_allocator()}
+        study = sorted(args.study_dir.iterdir())
+        began = time.perf_counter()
+        predictor.predict_study([p.read_bytes() for p in study], [p.name for p in study])
+        return {
+            "ms_per_slice": seconds / len(prepared) * 1000,
+            "study_s": time.perf_counter() - began,
+            **_allocator(),
+        }
 
     return worker
 
@@ -161,6 +221,7 @@ WORKERS = {
     "plain": worker_plain,
     "torch": worker_predictor("torch"),
     "onnx": worker_predictor("onnx"),
+    **{f"openvino-{p}": worker_predictor("openvino", p) for p in PRECISIONS},
     "matmul": worker_matmul,
 }
 
@@ -168,7 +229,9 @@ WORKERS = {
 # ---- set-up -----------------------------------------------------------------------------
 
 
-def run_worker(name: str, bundle: Path, slice_dir: Path, *, tcmalloc: bool) -> dict:
+def run_worker(
+    name: str, bundle: Path, slice_dir: Path, study_dir: Path, *, tcmalloc: bool
+) -> dict:
     from ml import OPT_OUT, find_tcmalloc
 
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
@@ -178,7 +241,7 @@ def run_worker(name: str, bundle: Path, slice_dir: Path, *, tcmalloc: bool) -> d
     else:
         env[OPT_OUT] = "1"
     command = [sys.executable, __file__, "--worker", name, "--bundle", str(bundle)]
-    command += ["--slice-dir", str(slice_dir)]
+    command += ["--slice-dir", str(slice_dir), "--study-dir", str(study_dir)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"worker {name} failed:\n{done.stderr}")
@@ -206,11 +269,39 @@ def forward_flops(bundle: Path) -> dict:
     }
 
 
-def ensure_export(bundle: Path) -> None:
-    from ml import export_bundle, export_matches, load_bundle
+def export(bundle: Path, data: list[str], oof_slices: int | None) -> dict:
+    """`ml export` in its own process (ONNX, then OpenVINO made and checked); its checks."""
+    command = [sys.executable, "-m", "ml", "export", str(bundle), "--check-slices", "2"]
+    for item in data:
+        command += ["--data", item]
+    if oof_slices:
+        command += ["--oof-slices", str(oof_slices)]
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"ml export failed:\n{done.stderr}")
+    print(f"ml export ({time.perf_counter() - began:.0f} s):")
+    print("\n".join("  " + line for line in done.stdout.strip().splitlines()))
+    manifest = json.loads((bundle / "openvino" / "manifest.json").read_text())
+    return manifest["checks"]
 
-    if not export_matches(load_bundle(bundle)):
-        export_bundle(bundle, check_slices=2)
+
+def write_phantom_oof(bundle: Path, folder: Path, folds: int, patients: int = 12) -> None:
+    """Phantom slices in class folders, listed in the random bundle's oof.csv by content and
+    assigned to its folds by patient, so that `ml export` can run its check on them."""
+    from ml import write_dataset
+
+    write_dataset(folder, patients=patients, slices_per_patient=4, size=256, seed=3)
+    with (bundle / "oof.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "patient_id", "fold", "label", "probability", "sha256", "source"])
+        for file in sorted(folder.rglob("*.png")):
+            patient = file.name.split(" ")[0]
+            label = int(file.parent.name != "Normal")
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+            fold = int(patient) % folds + 1
+            rel = file.relative_to(folder)
+            writer.writerow([rel, patient, fold, label, 0.5, digest, "phantoms"])
 
 
 def write_phantom_slices(folder: Path, count: int) -> Path:
@@ -228,9 +319,10 @@ def write_phantom_slices(folder: Path, count: int) -> Path:
 
 
 def make_random_bundle(
-    path: Path, backbone: str, size: int, folds: int, **settings: object
+    path: Path, backbone: str, size: int, folds: int, oof: Path | None = None, **settings: object
 ) -> Path:
     """A complete bundle whose fold models are randomly initialised: for timing only.
+    `oof`: a folder for phantom slices its oof.csv lists (write_phantom_oof).
     `settings` are further TrainConfig fields (crop_head=True, say)."""
     from safetensors.torch import save_file
 
@@ -262,6 +354,8 @@ def make_random_bundle(
     )
     (path / "metrics.json").write_text(json.dumps(timing_only))
     (path / "audit.json").write_text(json.dumps({"ok": True, **timing_only}))
+    if oof is not None:
+        write_phantom_oof(path, oof, folds)
     write_manifest(
         path,
         normalisation={"mean": list(built.mean), "std": list(built.std)},

@@ -34,7 +34,8 @@ from ml.hashing import sha256_file, sha256_lines
 
 MANIFEST = "manifest.json"
 FORMAT = 2  # bump when a bundle gains or changes a file that readers rely on
-DERIVED = ("onnx/",)  # exports made later from the weights; checked by their own manifest
+# exports made later from the weights; each is checked by its own manifest
+DERIVED = ("onnx/", "openvino/")
 PACKAGES = (
     "torch",
     "torchvision",
@@ -137,7 +138,30 @@ class Bundle:
             "metrics": self.metrics,
             "audit_ok": bool(self.audit.get("ok")),
             "notes": self.manifest.get("notes", []),
+            "inference": self.inference_checks(),
         }
+
+    def weight_hashes(self) -> dict[str, str]:
+        """Each fold's weight file and its sha256: what a derived export records."""
+        names = [f"fold_{k}.safetensors" for k in range(1, self.folds + 1)]
+        return {name: self.manifest["files"][name] for name in names}
+
+    def export_manifest(self, folder: str) -> dict | None:
+        """The manifest of a derived export (onnx/, openvino/) when it was made from these
+        weights; its own files are checked by its backend."""
+        path = self.path / folder / "manifest.json"
+        if not path.is_file():
+            return None
+        manifest = json.loads(path.read_text())
+        return manifest if manifest.get("weights") == self.weight_hashes() else None
+
+    def inference_checks(self) -> dict | None:
+        """The OpenVINO variants' accuracy checks and speeds (ml export), for the model card."""
+        found = self.export_manifest("openvino")
+        if found is None:
+            return None
+        keys = ("checks", "limits", "threshold", "checked_on", "ms_per_slice", "machine")
+        return {key: found.get(key) for key in keys} | {"openvino": found.get("openvino")}
 
 
 def bundle_id(files: dict[str, str]) -> str:

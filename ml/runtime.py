@@ -3,6 +3,10 @@
 torch on the CPU allocates and frees many short-lived buffers; glibc's malloc handles that
 pattern badly, and tcmalloc made CPU inference 2-3x faster on 2 cores here. It can only take
 effect when loaded before Python starts, hence LD_PRELOAD and a re-exec of the CLI.
+
+OpenVINO 2026.4 aborts ("free(): invalid size") when its CPU plugin starts in a process with
+tcmalloc preloaded, so a command that will run OpenVINO keeps the default allocator, and the
+predictor never picks OpenVINO in a process that has tcmalloc (it says so and falls back).
 """
 
 from __future__ import annotations
@@ -39,8 +43,26 @@ def reexec_with_tcmalloc(argv: list[str]) -> None:
     library = find_tcmalloc()
     if library is None or "tcmalloc" in preload or os.environ.get(OPT_OUT):
         return
+    if may_run_openvino(argv):
+        return
     env = {**os.environ, "LD_PRELOAD": f"{library} {preload}".strip()}
     os.execve(sys.executable, [sys.executable, "-m", "ml", *argv], env)
+
+
+def may_run_openvino(argv: list[str]) -> bool:
+    """True for `ml export`, and for predict/evaluate of a bundle with an OpenVINO export and no
+    --backend torch/onnx: those keep the default allocator (see the module's note)."""
+    if not argv:
+        return False
+    if argv[0] == "export":
+        return True
+    if argv[0] not in ("predict", "evaluate"):
+        return False
+    options = dict(zip(argv, [*argv[1:], ""], strict=True))
+    if options.get("--backend") in ("torch", "onnx"):
+        return False
+    bundle = options.get("--bundle")
+    return bool(bundle) and (Path(bundle) / "openvino" / "manifest.json").is_file()
 
 
 def pick_device(name: str):

@@ -55,6 +55,20 @@ def tiny_bundle(phantom_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="session")
+def exported_bundle(tiny_bundle: Path, phantom_data: Path, tmp_path_factory) -> Path:
+    """A copy of the tiny bundle with its ONNX export and its OpenVINO variants, each checked
+    on the bundle's out-of-fold slices (`ml export --data`). Tests copy it before changing it."""
+    from ml.infer.onnx import export_bundle
+    from ml.infer.openvino_export import export_openvino
+
+    copy = tmp_path_factory.mktemp("exported") / "tiny"
+    shutil.copytree(tiny_bundle, copy)
+    export_bundle(copy, data=phantom_data, check_slices=4)
+    export_openvino(copy, [phantom_data])
+    return copy
+
+
+@pytest.fixture(scope="session")
 def two_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A phantom folder with slice labels (as CT-ICH) and a site whose every patient has a
     lesion, with masks and a `label` per slice (as PHE-SICH)."""

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ml.config import BACKENDS, VIEW_AGGREGATIONS
+from ml.config import BACKENDS, PRECISIONS, VIEW_AGGREGATIONS
 from ml.evaluate.numbers import interval, number
 from ml.metrics.scores import AGGREGATIONS
 
@@ -28,11 +28,35 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.set_defaults(handler=cmd_predict)
 
     export = commands.add_parser(
-        "export", help="export a bundle's fold models to ONNX, checked against torch"
+        "export",
+        help="export a bundle's fold models to ONNX and OpenVINO (f32, bf16, int8), each "
+        "checked against torch",
+        description="Reduced precisions are checked on the bundle's out-of-fold slices, found "
+        "in --data by content; without --data only float32 is checked, on phantoms.",
     )
     export.add_argument("bundle", type=Path, help="bundle folder")
-    export.add_argument("--data", type=Path, help="real slices to check on (default: phantoms)")
-    export.add_argument("--check-slices", type=int, default=8, help="slices used for the check")
+    export.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="the bundle's training data, folder or CSV manifest (repeat for several sources)",
+    )
+    export.add_argument(
+        "--check-slices", type=int, default=8, help="slices for the ONNX Runtime check"
+    )
+    export.add_argument(
+        "--precision",
+        action="append",
+        choices=PRECISIONS[1:],
+        help="OpenVINO precisions to make and check (default: all three)",
+    )
+    export.add_argument(
+        "--oof-slices",
+        type=int,
+        help="check the OpenVINO variants on at most this many out-of-fold slices (default: all)",
+    )
+    export.add_argument("--no-openvino", action="store_true", help="ONNX export only")
     export.set_defaults(handler=cmd_export)
 
     evaluate = commands.add_parser(
@@ -60,6 +84,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--holdout", action="store_true", help="the bundle's held-out patients")
     evaluate.add_argument("--out", type=Path, help="report folder (default: reports/BUNDLE/DATA)")
     evaluate.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend")
+    evaluate.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="f32",
+        help="float32 by default: the figures are the model's; a reduced precision must have "
+        "passed its check (ml export)",
+    )
     evaluate.add_argument("--batch-size", type=int, default=16, help="slices per forward pass")
     evaluate.add_argument("--device", default="cpu", help="torch backend: cpu, cuda or auto")
     evaluate.set_defaults(handler=cmd_evaluate)
@@ -68,6 +99,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _add_bundle_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", type=Path, required=True, help="bundle folder")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="OpenVINO precision; auto: the fastest that passed its check on this bundle",
+    )
     parser.add_argument("--operating-point", help="name of a stored operating point")
     parser.add_argument("--views", help="comma-separated TTA views (default: the bundle's)")
     parser.add_argument(
@@ -83,6 +120,7 @@ def _predictor(args: argparse.Namespace):
     return Predictor.from_bundle(
         args.bundle,
         backend=args.backend,
+        precision=args.precision,
         views=views,
         view_aggregation=args.view_aggregation,
         operating_point=args.operating_point,
@@ -110,9 +148,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     bundle, point = predictor.bundle, predictor.point
     print(
-        f"bundle {bundle.name} ({bundle.id}), backend {predictor.backend}, "
-        f"operating point {point.name} (threshold {point.threshold:.3f})"
+        f"bundle {bundle.name} ({bundle.id}), backend {predictor.backend} "
+        f"{predictor.precision}, operating point {point.name} (threshold {point.threshold:.3f})"
     )
+    if predictor.backend_note:
+        print(f"note: {predictor.backend_note}")
     if bundle.synthetic_only:
         print("warning: this bundle was trained on synthetic phantoms only; it knows nothing")
         print("about real CT scans and its labels mean nothing for a patient.")
@@ -142,15 +182,54 @@ def _write_cams(predictor, data: list[bytes], names: list[str], args: argparse.N
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ml.infer import openvino as ov_backend
     from ml.infer.onnx import export_bundle
 
-    manifest = export_bundle(args.bundle, data=args.data, check_slices=args.check_slices)
+    data = [Path(text.split("=", 1)[1]) if "=" in text else Path(text) for text in args.data]
+    manifest = export_bundle(
+        args.bundle, data=data[0] if data else None, check_slices=args.check_slices
+    )
     print(
         f"exported {len(manifest['files'])} fold models to {args.bundle / 'onnx'}; largest "
         f"|logit difference| against torch {manifest['max_abs_logit_difference']:.2e} on "
         f"{manifest['checked_on']}"
     )
+    if args.no_openvino:
+        return 0
+    if not ov_backend.installed():
+        print("note: OpenVINO is not installed; no OpenVINO variants made")
+        return 0
+    from ml.infer.openvino_export import export_openvino
+
+    found = export_openvino(
+        args.bundle,
+        data,
+        precisions=args.precision or ov_backend.PRECISIONS,
+        max_slices=args.oof_slices,
+    )
+    print(
+        f"OpenVINO {found['openvino'].split('-')[0]} on {found['machine']['cpu']}, checked on "
+        f"{found['checked_on']}:"
+    )
+    for precision, check in found["checks"].items():
+        print(f"  {precision}: {check_line(check)}")
+    speeds = ", ".join(f"{name} {ms:.1f}" for name, ms in found["ms_per_slice"].items())
+    print(f"ms per slice (whole ensemble, here): {speeds}")
     return 0
+
+
+def check_line(check: dict) -> str:
+    """One precision's check in a line."""
+    if check.get("error"):
+        return f"refused: {check['error']}"
+    auc = check.get("roc_auc_diff")
+    figures = (
+        f"largest probability difference {check['max_prob_diff']:.2g}, "
+        + ("" if auc is None else f"ROC-AUC difference {auc:+.4f}, ")
+        + f"{check['flips']} of {check['slices']} labels flipped"
+    )
+    verdict = "passed" if check["passed"] else "refused (" + "; ".join(check["failures"]) + ")"
+    return f"{verdict}: {figures}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -168,6 +247,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         out=out,
         backend=args.backend,
+        precision=args.precision,
         batch_size=args.batch_size,
         device=args.device,
     )

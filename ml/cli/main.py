@@ -253,6 +253,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         fig = metrics[level]
         print(f"OOF {level} ROC-AUC {fig['roc_auc']} (95% CI {fig['roc_auc_ci95']})")
     print(f"leakage audit passed: {card['audit_ok']}")
+    inference = card["inference"]
+    if inference is None:
+        print("OpenVINO: no export checked for these weights (python -m ml export --data DIR)")
+    else:
+        from ml.cli.infer import check_line
+
+        print(f"OpenVINO checks on {inference['checked_on']}:")
+        for precision, check in inference["checks"].items():
+            print(f"  {precision}: {check_line(check)}")
     print(f"memory allocator of this process: {runtime.allocator()}")
     for note in card["notes"]:
         print(f"note: {note}")

@@ -168,6 +168,7 @@ def evaluate_bundle(
     holdout: bool,
     out: Path,
     backend: str = "auto",
+    precision: str = "f32",
     batch_size: int = 16,
     device: str = "cpu",
 ) -> dict[str, Any]:
@@ -182,7 +183,9 @@ def evaluate_bundle(
 
     if data is None and not holdout:
         raise ValueError("give --data DIR, --holdout, or both")
-    predictor = Predictor.from_bundle(bundle_path, backend=backend, device=device)
+    predictor = Predictor.from_bundle(
+        bundle_path, backend=backend, precision=precision, device=device
+    )
     bundle, cfg = predictor.bundle, predictor.cfg
     stored_holdout = read_rows(bundle.path / "holdout.csv") if holdout else None
     if holdout and stored_holdout is None:
@@ -220,7 +223,16 @@ def evaluate_bundle(
         calibrator=calibrator,
         seed=cfg.seed,
     )
-    result.update({"bundle_id": bundle.id, "seen_in_training": seen, "notes": notes})
+    if predictor.backend_note:
+        notes.append(f"inference: {predictor.backend_note}")
+    result.update(
+        {
+            "bundle_id": bundle.id,
+            "seen_in_training": seen,
+            "notes": notes,
+            "runtime": predictor.runtime,
+        }
+    )
     (Path(out) / "metrics.json").write_text(json.dumps(result, indent=2))
     return result
 

@@ -57,10 +57,7 @@ def export_bundle(path: Path | str, *, data: Path | None = None, check_slices: i
             )
         worst = max(worst, diff)
     manifest = {
-        "weights": {
-            f"fold_{k}.safetensors": bundle.manifest["files"][f"fold_{k}.safetensors"]
-            for k in range(1, bundle.folds + 1)
-        },
+        "weights": bundle.weight_hashes(),
         "files": {p.name: sha256_file(p) for p in sorted(out.glob("fold_*.onnx"))},
         "max_abs_logit_difference": worst,
         "tolerance": TOLERANCE,
@@ -74,13 +71,9 @@ def export_bundle(path: Path | str, *, data: Path | None = None, check_slices: i
 
 def export_matches(bundle: Bundle) -> bool:
     """True when the bundle's ONNX export exists, is intact and was made from these weights."""
-    manifest_path = bundle.path / ONNX_DIR / "manifest.json"
-    if not manifest_path.is_file():
+    manifest = bundle.export_manifest(ONNX_DIR)
+    if manifest is None:
         return False
-    manifest = json.loads(manifest_path.read_text())
-    for name, digest in manifest["weights"].items():
-        if bundle.manifest["files"].get(name) != digest:
-            return False
     files = manifest["files"]
     if len(files) != bundle.folds:
         return False
@@ -106,12 +99,17 @@ def _export_one(model: torch.nn.Module, example: torch.Tensor, target: Path) -> 
 
 def _check_sources(data: Path | None, count: int, size: int) -> tuple[list, str]:
     """Real slices from a data folder when given, else CT phantoms (a realistic-looking input)."""
-    if data is not None:
-        files = _listed(Path(data))
-        if not files:
-            raise FileNotFoundError(f"no PNG, JPEG or DICOM files under {data}")
-        step = max(1, len(files) // count)
-        return files[::step][:count], f"{min(count, len(files))} slices from {Path(data).name}"
+    if data is None:
+        return phantom_sources(count, size)
+    files = listed_images(Path(data))
+    if not files:
+        raise FileNotFoundError(f"no PNG, JPEG or DICOM files under {data}")
+    step = max(1, len(files) // count)
+    return files[::step][:count], f"{min(count, len(files))} slices from {Path(data).name}"
+
+
+def phantom_sources(count: int, size: int) -> tuple[list[bytes], str]:
+    """`count` synthetic CT phantom slices of one patient as PNG bytes, and their description."""
     from PIL import Image
 
     from ml.data.synth import BRAIN_WINDOW, phantom_patient, window_to_uint8
@@ -126,7 +124,7 @@ def _check_sources(data: Path | None, count: int, size: int) -> tuple[list, str]
     return sources, f"{count} synthetic CT phantom slices"
 
 
-def _listed(data: Path) -> list[Path]:
+def listed_images(data: Path) -> list[Path]:
     """The image files of a data folder, or those a CSV manifest lists (relative to its folder)."""
     if data.suffix.lower() == ".csv":
         with data.open(newline="") as handle:

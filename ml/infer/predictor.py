@@ -5,9 +5,13 @@ the test-time views (identity, horizontal and vertical flip by default). Preproc
 training preprocessing, read from the bundle: the same reader, windows, resize and normalisation,
 so that a fold model run here on a training slice gives the probability stored in `oof.csv`.
 
-Backends: `torch` (channels_last, inference_mode, all views of a batch in one pass per fold) and
-`onnx` (ONNX Runtime on the files `python -m ml export` wrote). `auto` takes ONNX when the bundle
-has an export that matches its weights.
+Backends: `torch` (channels_last, inference_mode, all views of a batch in one pass per fold),
+`onnx` (ONNX Runtime on the files `python -m ml export` wrote) and `openvino` (those files compiled
+by OpenVINO in float32, bfloat16 or int8; ml.infer.openvino). `auto` takes the fastest variant the
+export measured among those that are installed, match the weights and passed their check; without
+an OpenVINO export, ONNX when it matches the weights, else torch. A backend or precision asked for
+but not available falls back and says why in `backend_note`; a precision that failed its check is
+refused (PrecisionRefused).
 """
 
 from __future__ import annotations
@@ -22,17 +26,18 @@ import numpy as np
 import torch
 
 from ml.bundle import Bundle, BundleError, load_bundle
-from ml.config import BACKENDS, VIEW_AGGREGATIONS, TrainConfig
+from ml.config import BACKENDS, PRECISIONS, VIEW_AGGREGATIONS, TrainConfig
 from ml.data.context import stack_neighbours, uses_neighbours
 from ml.data.headct import NOT_HEAD_CT
 from ml.data.transforms import to_tensor
 from ml.data.tta import VIEWS, build_views
+from ml.infer import openvino as ov_backend
 from ml.infer.onnx import export_matches
 from ml.infer.prepare import Prepared, order_slices, prepare_slice
 from ml.metrics import scores as metrics
 from ml.metrics.thresholds import OperatingPoint, find_point, read_thresholds
 from ml.models.loading import load_fold_models
-from ml.runtime import exact_float32, pick_device
+from ml.runtime import allocator, exact_float32, pick_device
 
 LABELS = ("Normal", "Stroke")
 
@@ -88,6 +93,7 @@ class Predictor:
         bundle: Bundle,
         *,
         backend: str = "auto",
+        precision: str = "auto",
         views: Sequence[str] | None = None,
         view_aggregation: str = "mean",
         operating_point: str | None = None,
@@ -96,6 +102,10 @@ class Predictor:
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+            )
         if view_aggregation not in VIEW_AGGREGATIONS:
             raise ValueError(
                 f"unknown view aggregation {view_aggregation!r}; "
@@ -116,10 +126,13 @@ class Predictor:
         patient_points, patient_active = read_thresholds(bundle.path / "patient_thresholds.json")
         self.study_point = find_point(patient_points, patient_active)
         self.uncertainty = json.loads((bundle.path / "uncertainty.json").read_text())
-        self.backend = _resolve_backend(bundle, backend)
+        self.backend, self.precision, self.backend_note = resolve_backend(
+            bundle, backend, precision
+        )
         self.device = pick_device(device)
         self._torch_models: list[torch.nn.Module] | None = None
         self._sessions: list[Any] | None = None
+        self._compiled: list[Any] | None = None
 
     @classmethod
     def from_bundle(cls, path: Path | str, backend: str = "auto", **options: Any) -> Predictor:
@@ -177,6 +190,10 @@ class Predictor:
         if self.backend == "onnx":
             outputs = [session.run(None, {"input": viewed.numpy()})[0] for session in self._onnx()]
             logits = np.stack([o.reshape(len(self.views), n) for o in outputs])  # (K, V, N)
+        elif self.backend == "openvino":
+            batch_np = viewed.numpy()
+            outputs = [ov_backend.run(model, batch_np) for model in self._openvino()]
+            logits = np.stack([o.reshape(len(self.views), n) for o in outputs])
         else:
             models = self.torch_models()  # built outside inference mode: Grad-CAM needs autograd
             with torch.inference_mode(), exact_float32():
@@ -291,12 +308,22 @@ class Predictor:
 
     # ---- models ----------------------------------------------------------------------------
 
-    def load(self) -> Predictor:
-        """Build every model now rather than on first use: the backend's, and torch's, which
-        Grad-CAM needs whatever the backend. A server calls it when a worker starts."""
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """What computes the numbers, for every result's provenance."""
+        found = {"backend": self.backend, "precision": self.precision}
+        return {**found, "backend_note": self.backend_note} if self.backend_note else found
+
+    def load(self, *, cam: bool = True) -> Predictor:
+        """Build the backend's models now rather than on first use, and torch's, which Grad-CAM
+        needs whatever the backend, unless `cam` is False. A server calls it when a worker
+        starts."""
         if self.backend == "onnx":
             self._onnx()
-        self.torch_models()
+        elif self.backend == "openvino":
+            self._openvino()
+        if cam or self.backend == "torch":
+            self.torch_models()
         return self
 
     def torch_models(self) -> list[torch.nn.Module]:
@@ -324,6 +351,17 @@ class Predictor:
                 for k in self.folds
             ]
         return self._sessions
+
+    def _openvino(self) -> list[Any]:
+        if self._compiled is None:
+            import openvino as ov
+
+            core = ov.Core()
+            self._compiled = [
+                ov_backend.compile_fold(self.bundle, k, self.precision, core=core)
+                for k in self.folds
+            ]
+        return self._compiled
 
     # ---- helpers ---------------------------------------------------------------------------
 
@@ -368,14 +406,59 @@ def _aggregate_views(probs: np.ndarray, how: str) -> np.ndarray:
     return probs.max(axis=1)
 
 
-def _resolve_backend(bundle: Bundle, backend: str) -> str:
+def resolve_backend(bundle: Bundle, backend: str, precision: str) -> tuple[str, str, str | None]:
+    """(backend, precision, note) this process runs for what was asked; the note says why it
+    differs. Raises BundleError for an ONNX backend without an export, PrecisionRefused for a
+    precision that failed its check."""
+    note = None
     if backend == "torch":
-        return "torch"
+        if precision not in ("auto", "f32"):
+            note = f"the torch backend runs float32 only, not {precision}"
+        return "torch", "f32", note
+    if backend in ("auto", "openvino"):
+        found = _openvino_choice(bundle, backend, precision)
+        if isinstance(found, tuple):
+            return found
+        note = found
+    elif precision not in ("auto", "f32"):
+        note = f"the {backend} backend runs float32 only, not {precision}"
     if export_matches(bundle):
-        return "onnx"
+        return "onnx", "f32", note
     if backend == "onnx":
         raise BundleError(
             f"{bundle.path} has no ONNX export matching its weights; "
             f"run: python -m ml export {bundle.path}"
         )
-    return "torch"
+    return "torch", "f32", note
+
+
+def _openvino_choice(
+    bundle: Bundle, backend: str, precision: str
+) -> tuple[str, str, str | None] | str | None:
+    """The OpenVINO variant to run, or why there is none (None when nothing needs saying)."""
+    asked = backend == "openvino" or precision != "auto"
+    if not ov_backend.installed():
+        return "OpenVINO is not installed" if asked else None
+    if allocator() == "tcmalloc":
+        why = "OpenVINO cannot run in a process with tcmalloc preloaded (ml.runtime)"
+        return why if asked else None
+    manifest = ov_backend.read_manifest(bundle)
+    if manifest is None or not export_matches(bundle):
+        if not asked:
+            return None
+        return (
+            "the bundle has no OpenVINO export matching its weights "
+            f"(python -m ml export {bundle.path} --data DIR)"
+        )
+    if backend == "auto" and precision == "auto":
+        usable = [p for p in ov_backend.passed(manifest) if p in ov_backend.cpu_capabilities()]
+        if not usable:
+            return None
+        choice = ov_backend.choose(bundle, "auto")
+        timings = manifest.get("ms_per_slice", {})
+        ours = timings.get(f"openvino/{choice.precision}", float("inf"))
+        if timings.get("onnx/f32", float("inf")) < ours:
+            return None  # ONNX Runtime measured faster here
+        return "openvino", choice.precision, choice.note
+    choice = ov_backend.choose(bundle, precision)
+    return "openvino", choice.precision, choice.note

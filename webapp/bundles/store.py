@@ -1,8 +1,10 @@
 """The active model bundle, loaded once per worker process and shared by its requests.
 
 The Predictor (the fold models) is built on first use and kept for the life of the process.
-Every use of it goes through `using_predictor()`, which holds a lock: Grad-CAM hooks the
-models, and a prediction running in the job thread at the same time would feed those hooks.
+Predictions go through `using_predictor()` and Grad-CAM through `explaining()`, each holding its
+own lock. Grad-CAM hooks the torch models: when the backend is torch too, the two share those
+models, so `explaining()` also takes the predictions' lock (a prediction running meanwhile would
+feed the hooks). With ONNX Runtime or OpenVINO, a heat map being made holds up no prediction.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ if TYPE_CHECKING:  # torch loads only when a worker first predicts, not for ever
 
 KEY = "ctstroke.bundle"
 PREDICTOR_KEY = "ctstroke.predictor"
-_lock = threading.RLock()
+_lock = threading.RLock()  # predictions
+_cam_lock = threading.RLock()  # Grad-CAM
+_create_lock = threading.Lock()
 
 
 def init_app(app: Flask) -> None:
@@ -49,18 +53,44 @@ def active_bundle() -> tuple[Bundle | None, str | None]:
 
 @contextmanager
 def using_predictor() -> Iterator[Predictor]:
-    """The process's Predictor for the active bundle, held exclusively while the block runs."""
+    """The process's Predictor for the active bundle, held for predictions while the block runs."""
+    predictor = _predictor()
+    with _lock:
+        yield predictor
+
+
+@contextmanager
+def explaining() -> Iterator[Predictor]:
+    """The process's Predictor, held for Grad-CAM (and for predictions too when the backend is
+    torch, whose models the heat map hooks)."""
+    predictor = _predictor()
+    with _cam_lock:
+        if predictor.backend == "torch":
+            with _lock:
+                yield predictor
+        else:
+            yield predictor
+
+
+def _predictor() -> Predictor:
     bundle, problem = active_bundle()
     if bundle is None:
         raise ModelNotLoaded(problem or "no model bundle is loaded")
-    with _lock:
+    with _create_lock:
         predictor = current_app.extensions.get(PREDICTOR_KEY)
         if predictor is None:
             from ml import Predictor
 
-            predictor = Predictor(bundle, backend=current_app.config["PREDICTOR_BACKEND"])
+            predictor = Predictor(
+                bundle,
+                backend=current_app.config["PREDICTOR_BACKEND"],
+                precision=current_app.config["PREDICTOR_PRECISION"],
+            )
+            if predictor.backend_note:
+                current_app.logger.warning("inference: %s", predictor.backend_note)
+            current_app.logger.info("inference: %s", predictor.runtime)
             current_app.extensions[PREDICTOR_KEY] = predictor
-        yield predictor
+    return predictor
 
 
 def register(bundle: Bundle) -> bool:

@@ -224,13 +224,14 @@ def worker_command(burst: bool) -> None:
     for job in reaped:
         click.echo(f"reaped job {job.id}: {job.error}")
     try:
-        with using_predictor():
-            pass  # load the model now: every job of this process uses it
+        with using_predictor() as predictor:
+            predictor.load(cam=False)  # now: every job of this process uses it
     except ModelNotLoaded as exc:
         raise click.ClickException(f"no model to predict with: {exc}") from None
     click.echo(
         f"worker on queue {QUEUE_NAME} at {_redis_address()}; database "
-        f"{db.engine.url.render_as_string(hide_password=True)}; uploads {storage.upload_root()}"
+        f"{db.engine.url.render_as_string(hide_password=True)}; uploads {storage.upload_root()}; "
+        f"inference {predictor.backend} {predictor.precision}"
     )
     with connected() as client:
         AppWorker([Queue(QUEUE_NAME, connection=client)], connection=client, app=app).work(

@@ -2,7 +2,9 @@
 
 gunicorn.conf.py starts it from gunicorn's `post_worker_init` hook. A request that needs the
 model before it is ready waits for it (the predictor's lock), as it would have waited to load
-it itself; every other page is served at once.
+it itself; every other page is served at once. The backend's models load first; the torch
+models Grad-CAM needs load after them, under the heat maps' lock only, so that predictions with
+ONNX Runtime or OpenVINO need not wait for them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 
 from flask import Flask
 
-from webapp.bundles.store import using_predictor
+from webapp.bundles.store import explaining, using_predictor
 from webapp.errors import ModelNotLoaded
 
 
@@ -28,7 +30,10 @@ def _load(app: Flask) -> None:
     with app.app_context():
         try:
             with using_predictor() as predictor:
-                predictor.load()
+                predictor.load(cam=False)
+            app.logger.info("predictions ready in %.1f s", time.monotonic() - began)
+            with explaining() as predictor:
+                predictor.torch_models()
         except ModelNotLoaded:
             return  # create_app logged why, and every page that needs the model says so
         app.logger.info("model loaded in %.1f s", time.monotonic() - began)

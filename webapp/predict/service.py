@@ -358,7 +358,7 @@ def _provenance(job: Job, predictor: Predictor) -> dict[str, Any]:
             "image_size": cfg.image_size,
             "views": list(predictor.views),
             "view_aggregation": predictor.view_aggregation,
-            "backend": predictor.backend,
+            **predictor.runtime,
             "png16_hu_offset": cfg.png16_hu_offset,
             "crop_head": cfg.crop_head,
             "input_mode": cfg.input_mode,

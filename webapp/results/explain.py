@@ -20,7 +20,7 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from webapp import storage
-from webapp.bundles.store import active_bundle, using_predictor
+from webapp.bundles.store import active_bundle, explaining
 from webapp.extensions import db
 from webapp.models import Prediction, SliceResult
 
@@ -76,7 +76,7 @@ def ensure_cam(
         if target.exists():  # made by another request while this one waited for the lock
             return target
         began = time.monotonic()
-        with using_predictor() as predictor:
+        with explaining() as predictor:
             explanation = predictor.explain(
                 storage.path_of(wanted.stored_name),
                 method=method,
