@@ -27,8 +27,9 @@ def test_presets_exist_and_differ_only_in_data() -> None:
     assert (cpu.backbone, cpu.pretrained, cpu.image_size) == (
         "tf_efficientnet_lite0",
         "packaged",
-        224,
+        192,
     )
+    assert (cpu.epochs, cpu.freeze_epochs, cpu.study_aggregation) == (3, 1, "auto")
 
 
 def test_unknown_preset_lists_the_choices() -> None:
