@@ -94,6 +94,8 @@ def main() -> None:
 
 
 def report(results: dict, checks: dict, flops: dict, matmul_gflops: float, bundle: Path) -> None:
+    from ml import check_summary
+
     per_slice = flops["per_image"] * flops["folds"] * flops["views"]
     plain_ms, onnx_ms = results["plain"]["ms_per_slice"], results["onnx"]["ms_per_slice"]
     print(
@@ -111,11 +113,11 @@ def report(results: dict, checks: dict, flops: dict, matmul_gflops: float, bundl
         print(
             f"{LABELS[name]:<30}{ms:>9.0f}{plain_ms / ms:>8.2f}x{onnx_ms / ms:>7.2f}x"
             f"{per_slice / (ms / 1000) / 1e9:>9.1f}{study:>10}  {found['allocator']}"
-            f"{'; ' + check_text(checks[name[9:]]) if name.startswith('openvino') else ''}"
+            f"{'; ' + check_summary(checks[name[9:]]) if name.startswith('openvino') else ''}"
         )
     for precision, check in checks.items():
         if not check.get("passed"):
-            print(f"{LABELS['openvino-' + precision]:<30} not timed: {check_text(check)}")
+            print(f"{LABELS['openvino-' + precision]:<30} not timed: {check_summary(check)}")
     best = min((n for n in results if n != "plain"), key=lambda n: results[n]["ms_per_slice"])
     fastest_gflops = per_slice / (results[best]["ms_per_slice"] / 1000) / 1e9
     print(
@@ -130,18 +132,6 @@ def report(results: dict, checks: dict, flops: dict, matmul_gflops: float, bundl
         f"speedup_best={plain_ms / results[best]['ms_per_slice']:.2f} backend={backend} "
         f"precision={precision or 'f32'} max_prob_diff={diff} flips={flips}"
     )
-
-
-def check_text(check: dict) -> str:
-    if check.get("error"):
-        return f"refused: {check['error']}"
-    auc = check.get("roc_auc_diff")
-    text = (
-        f"max |dp| {check['max_prob_diff']:.2g}, "
-        + ("" if auc is None else f"dAUC {auc:+.4f}, ")
-        + f"{check['flips']}/{check['slices']} flipped"
-    )
-    return text if check["passed"] else f"refused ({'; '.join(check['failures'])}): {text}"
 
 
 # ---- workers: each runs in its own process ------------------------------------------------

@@ -60,6 +60,7 @@ __getattr__, __all__ = exports(
         "export_matches": "ml.infer.onnx",
         "export_openvino": "ml.infer.openvino_export",
         "PrecisionRefused": "ml.infer.openvino",
+        "check_summary": "ml.infer.openvino",
         "heatmap_png": "ml.explain.cam",
         # operating points, and the out-of-fold figures the threshold studio draws
         "OperatingPoint": "ml.metrics.thresholds",

@@ -212,24 +212,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"{found['checked_on']}:"
     )
     for precision, check in found["checks"].items():
-        print(f"  {precision}: {check_line(check)}")
+        print(f"  {precision}: {ov_backend.check_summary(check)}")
     speeds = ", ".join(f"{name} {ms:.1f}" for name, ms in found["ms_per_slice"].items())
     print(f"ms per slice (whole ensemble, here): {speeds}")
     return 0
-
-
-def check_line(check: dict) -> str:
-    """One precision's check in a line."""
-    if check.get("error"):
-        return f"refused: {check['error']}"
-    auc = check.get("roc_auc_diff")
-    figures = (
-        f"largest probability difference {check['max_prob_diff']:.2g}, "
-        + ("" if auc is None else f"ROC-AUC difference {auc:+.4f}, ")
-        + f"{check['flips']} of {check['slices']} labels flipped"
-    )
-    verdict = "passed" if check["passed"] else "refused (" + "; ".join(check["failures"]) + ")"
-    return f"{verdict}: {figures}"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -257,11 +257,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     if inference is None:
         print("OpenVINO: no export checked for these weights (python -m ml export --data DIR)")
     else:
-        from ml.cli.infer import check_line
+        from ml.infer.openvino import check_summary
 
         print(f"OpenVINO checks on {inference['checked_on']}:")
         for precision, check in inference["checks"].items():
-            print(f"  {precision}: {check_line(check)}")
+            print(f"  {precision}: {check_summary(check)}")
     print(f"memory allocator of this process: {runtime.allocator()}")
     for note in card["notes"]:
         print(f"note: {note}")

@@ -164,3 +164,17 @@ def compile_config(precision: str, threads: int | None = None) -> dict[str, str]
 def run(compiled: Any, batch: np.ndarray) -> np.ndarray:
     """Logits (N,) of one compiled fold model for a float32 batch (N, C, H, W)."""
     return np.asarray(compiled(np.ascontiguousarray(batch, dtype=np.float32))[0]).reshape(-1)
+
+
+def check_summary(check: dict) -> str:
+    """One precision's check in a line."""
+    if check.get("error"):
+        return f"refused: {check['error']}"
+    auc = check.get("roc_auc_diff")
+    figures = (
+        f"largest probability difference {check['max_prob_diff']:.2g}, "
+        + ("" if auc is None else f"ROC-AUC difference {auc:+.4f}, ")
+        + f"{check['flips']} of {check['slices']} labels flipped"
+    )
+    verdict = "passed" if check["passed"] else "refused (" + "; ".join(check["failures"]) + ")"
+    return f"{verdict}: {figures}"
