@@ -91,14 +91,15 @@ def passed(manifest: dict | None) -> list[str]:
     return [p for p in PRECISIONS if checks.get(p, {}).get("passed")]
 
 
-def choose(bundle: Bundle, requested: str) -> Choice:
+def choose(bundle: Bundle, requested: str, manifest: dict | None = None) -> Choice:
     """The precision to run for `requested` (auto or one of PRECISIONS) on this CPU.
 
     auto: the fastest precision that passed its check and this CPU supports, by the timings
     the export measured. An explicit precision that failed (or never had) its check is refused;
-    one this CPU lacks falls back to float32 with a note.
+    one this CPU lacks falls back to float32 with a note. `manifest`: read_manifest's, when
+    the caller has it already.
     """
-    manifest = read_manifest(bundle)
+    manifest = manifest or read_manifest(bundle)
     if manifest is None:
         raise PrecisionRefused(
             f"{bundle.path} has no OpenVINO export matching its weights; "

@@ -451,14 +451,14 @@ def _openvino_choice(
             f"(python -m ml export {bundle.path} --data DIR)"
         )
     if backend == "auto" and precision == "auto":
-        usable = [p for p in ov_backend.passed(manifest) if p in ov_backend.cpu_capabilities()]
-        if not usable:
-            return None
-        choice = ov_backend.choose(bundle, "auto")
+        try:
+            choice = ov_backend.choose(bundle, "auto", manifest)
+        except ov_backend.PrecisionRefused:
+            return None  # no precision passed here: ONNX Runtime or torch, nothing to say
         timings = manifest.get("ms_per_slice", {})
         ours = timings.get(f"openvino/{choice.precision}", float("inf"))
         if timings.get("onnx/f32", float("inf")) < ours:
             return None  # ONNX Runtime measured faster here
         return "openvino", choice.precision, choice.note
-    choice = ov_backend.choose(bundle, precision)
+    choice = ov_backend.choose(bundle, precision, manifest)
     return "openvino", choice.precision, choice.note
