@@ -119,6 +119,12 @@ class TrainConfig:
         "slice label of its own, in a run where other slices have one (1 = as a slice label, "
         "0 = left out); runs without any slice label train every slice at weight 1",
     )
+    mask_loss_weight: float = _f(
+        0.0,
+        "weight of an auxiliary loss that trains a lesion map (a 1x1 conv on the backbone's last "
+        "feature map) on the slices whose source has lesion masks; the map is dropped from the "
+        "saved model (0 = off)",
+    )
     lesion_cam_slices: int = _f(
         300,
         "lesion slices with a mask on which the finished run measures whether its Grad-CAM "
@@ -211,6 +217,13 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("pretrained=file needs pretrained_file")
     if not 0.0 <= cfg.label_smoothing < 1.0 or cfg.mixup_alpha < 0:
         raise ValueError("need 0 <= label_smoothing < 1 and mixup_alpha >= 0")
+    if cfg.mask_loss_weight < 0:
+        raise ValueError("mask_loss_weight must be >= 0")
+    if cfg.mask_loss_weight > 0 and cfg.mixup_alpha > 0:
+        raise ValueError(
+            "mask_loss_weight and mixup_alpha cannot be combined: mixup blends "
+            "two slices, whose lesions have no one mask"
+        )
     if not 0.0 <= cfg.study_label_weight <= 1.0:
         raise ValueError("study_label_weight must be in [0, 1]")
     if not 0.0 < cfg.focal_alpha < 1.0:

@@ -57,7 +57,11 @@ def to_tensor(
 
 class SliceDataset(TorchDataset):
     """Rows of a cached image array with their labels and loss weights; `rows` may repeat
-    (oversampling, mining). Items are (image, label, weight); the weight is 1 unless given."""
+    (oversampling, mining). Items are (image, label, weight); the weight is 1 unless given.
+
+    Given lesion `masks` (uint8 (N, H, W)) and `mask_known` (bool (N,)), items gain the mask
+    (float (1, H, W), moved by the same flips and affine as the image) and whether it is known.
+    """
 
     def __init__(
         self,
@@ -70,21 +74,29 @@ class SliceDataset(TorchDataset):
         std: Sequence[float],
         augment: A.Compose | None = None,
         weights: np.ndarray | None = None,
+        masks: np.ndarray | None = None,
+        mask_known: np.ndarray | None = None,
     ) -> None:
         self.images, self.labels, self.rows = images, labels, list(rows)
-        self.weights = weights
+        self.weights, self.masks, self.mask_known = weights, masks, mask_known
         self.in_chans, self.mean, self.std, self.augment = in_chans, mean, std, augment
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
         row = self.rows[index]
         image = np.asarray(self.images[row])
+        mask = None if self.masks is None else np.asarray(self.masks[row])
         if self.augment is not None:
-            image = self.augment(image=image)["image"]
+            moved = self.augment(image=image, **({} if mask is None else {"mask": mask}))
+            image, mask = moved["image"], moved.get("mask")
             if image.ndim == 2:
                 image = image[..., None]
         label = torch.tensor(float(self.labels[row]))
         weight = torch.tensor(1.0 if self.weights is None else float(self.weights[row]))
-        return to_tensor(image, self.in_chans, self.mean, self.std), label, weight
+        item = (to_tensor(image, self.in_chans, self.mean, self.std), label, weight)
+        if mask is None:
+            return item
+        known = self.mask_known is not None and bool(self.mask_known[row])
+        return (*item, torch.from_numpy(np.array(mask, np.float32))[None], torch.tensor(known))

@@ -9,49 +9,14 @@ share of the image the lesion covers, which is what a map with no idea of the le
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
-from PIL import Image
 
+from ml.data.masks import mask_in_frame
 from ml.data.transforms import to_tensor
 from ml.explain.cam import explain
 from ml.metrics.scores import wilson_ci
-
-OUTLINE_GAP = 5  # px: gaps in a drawn outline up to this wide are bridged before filling
-
-
-def lesion_region(mask: np.ndarray) -> np.ndarray:
-    """The lesion as an area. PHE-SICH's masks are drawn outlines, often open arcs, not filled
-    regions: each outline (its pieces joined over gaps of up to OUTLINE_GAP px) is filled by its
-    convex hull. A filled mask stays filled (and gains its concavities)."""
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return mask
-    kernel = np.ones((OUTLINE_GAP, OUTLINE_GAP), np.uint8)
-    count, pieces = cv2.connectedComponents(cv2.dilate(mask.astype(np.uint8), kernel))
-    region = mask.astype(np.uint8)
-    for k in range(1, count):
-        points = np.argwhere((pieces == k) & mask)[:, ::-1].astype(np.int32)  # (x, y)
-        cv2.fillPoly(region, [cv2.convexHull(points)], 1)
-    return region.astype(bool)
-
-
-def mask_in_frame(mask_path: Path, frame: Sequence[float], size: int) -> np.ndarray:
-    """A lesion mask of the decoded slice, filled (lesion_region) and carried into the network's
-    input (bool size x size) by the slice's frame (ml.data.cache.network_frame): crop to the
-    head, pad, resize."""
-    with Image.open(mask_path) as image:
-        mask = lesion_region(np.asarray(image.convert("L")) > 0)
-    scale, shift_x, shift_y = (float(v) for v in frame)
-    matrix = np.float32([[scale, 0.0, shift_x], [0.0, scale, shift_y]])
-    covered = cv2.warpAffine(mask.astype(np.float32), matrix, (size, size), flags=cv2.INTER_LINEAR)
-    inside = covered >= 0.5
-    if mask.any() and not inside.any():  # a lesion smaller than a network pixel keeps its pixel
-        inside = covered >= covered.max()
-    return inside
 
 
 def hit(heatmap: np.ndarray, mask: np.ndarray) -> tuple[bool, float]:

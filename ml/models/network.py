@@ -25,9 +25,20 @@ class StrokeNet(nn.Module):
 
     `forward` returns logits of shape (N, 1): one target column keeps Grad-CAM's
     `ClassifierOutputTarget(0)` meaningful for this single-logit model.
+
+    With `lesion_map`, training also has a 1x1 conv that reads a lesion logit per cell of the
+    backbone's last feature map (`forward(x, with_map=True)`), trained against lesion masks. It
+    only shapes the features: `LESION_MAP` keys are left out of saved weights.
     """
 
-    def __init__(self, backbone: nn.Module, hidden: int = 512, dropout: float = 0.4) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        hidden: int = 512,
+        dropout: float = 0.4,
+        *,
+        lesion_map: bool = False,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Sequential(
@@ -36,10 +47,19 @@ class StrokeNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, 1),
         )
+        self.lesion_map = nn.Conv2d(backbone.num_features, 1, 1) if lesion_map else None
         self.backbone_frozen = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+    def forward(
+        self, x: torch.Tensor, with_map: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if not with_map:
+            return self.head(self.backbone(x))
+        if self.lesion_map is None:
+            raise ValueError("this model was built without a lesion map")
+        features = self.backbone.forward_features(x)
+        logits = self.head(self.backbone.forward_head(features))
+        return logits, self.lesion_map(features)
 
     def freeze_backbone(self, frozen: bool) -> None:
         """Frozen: no gradients, and BatchNorm statistics stay those of the pretrained weights."""
@@ -63,6 +83,7 @@ def build_model(
     pretrained_file: str | None = None,
     head_hidden: int = 512,
     dropout: float = 0.4,
+    lesion_map: bool = False,
 ) -> BuiltModel:
     """Create the backbone by timm name, initialise it from the requested source, add the head."""
     if not timm.is_model(weights.base_name(backbone)):
@@ -85,7 +106,8 @@ def build_model(
             description = "none"
     cfg = timm.get_pretrained_cfg(backbone) or net.pretrained_cfg
     mean, std = _normalisation(cfg, in_chans)
-    return BuiltModel(StrokeNet(net, head_hidden, dropout), description, mean, std)
+    model = StrokeNet(net, head_hidden, dropout, lesion_map=lesion_map)
+    return BuiltModel(model, description, mean, std)
 
 
 def build_from_config(cfg: TrainConfig) -> BuiltModel:
@@ -97,6 +119,7 @@ def build_from_config(cfg: TrainConfig) -> BuiltModel:
         pretrained_file=cfg.pretrained_file,
         head_hidden=cfg.head_hidden,
         dropout=cfg.dropout,
+        lesion_map=cfg.mask_loss_weight > 0,
     )
 
 
@@ -110,8 +133,13 @@ def _normalisation(cfg: object, in_chans: int) -> tuple[tuple[float, ...], tuple
     return mean, std
 
 
+LESION_MAP = "lesion_map."  # prefix of the training-only lesion map's weights
+
+
 def head_parameters(model: StrokeNet) -> list[nn.Parameter]:
-    return list(model.head.parameters())
+    """The classification head's, and the lesion map's where the model has one."""
+    extra = list(model.lesion_map.parameters()) if model.lesion_map is not None else []
+    return list(model.head.parameters()) + extra
 
 
 def backbone_parameters(model: StrokeNet) -> list[nn.Parameter]:

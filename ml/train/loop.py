@@ -36,7 +36,7 @@ from ml.config import TrainConfig
 from ml.data.transforms import SliceDataset, build_augment
 from ml.data.tta import build_views
 from ml.metrics import scores as metrics
-from ml.models.network import StrokeNet, build_from_config
+from ml.models.network import LESION_MAP, StrokeNet, build_from_config, head_parameters
 from ml.runtime import exact_float32
 from ml.train.losses import build_loss
 from ml.train.mining import select_hard_examples
@@ -58,6 +58,8 @@ class FoldData:
     holdout_rows: list[int] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)  # patient per row; empty when unknown
     weights: np.ndarray | None = None  # loss weight per row; None: all 1
+    masks: np.ndarray | None = None  # uint8 (N, H, W) lesion mask per row, for the lesion map
+    mask_known: np.ndarray | None = None  # bool (N,): the row's source has a mask for it
 
 
 @dataclass
@@ -225,6 +227,7 @@ def train_one_epoch(
     channels_last: bool,
     progress: tqdm | None = None,
     soften: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    mask_weight: float = 0.0,
 ) -> dict[str, float]:
     """One pass over the loader; returns mean loss, images per second and the last learning rate.
 
@@ -233,6 +236,9 @@ def train_one_epoch(
 
     Under data-parallel training (a `RankShare` loader) the loss is weighted so that the
     averaged gradient is that of the global batch, and only this process's own samples count.
+
+    With `mask_weight` (and a loader whose items carry masks) the model's lesion map is trained
+    too, and `mask_weight` times `lesion_map_loss` is added; the loss reported includes it.
     """
     model.train()
     scaler = torch.amp.GradScaler(
@@ -240,8 +246,9 @@ def train_one_epoch(
     )
     share = loader.batch_sampler if isinstance(loader.batch_sampler, RankShare) else None
     total_loss, seen, lr = 0.0, 0, 0.0
+    map_loss, map_steps = 0.0, 0
     start = time.perf_counter()
-    for step, (images, labels, weights) in enumerate(loader):
+    for step, (images, labels, weights, *masks) in enumerate(loader):
         lr = set_lr(epoch + step / len(loader))
         if soften is not None:  # on the host batch, before the memory format is set
             images, labels = soften(images, labels)  # a blend keeps its own image's weight
@@ -249,7 +256,14 @@ def train_one_epoch(
         labels = labels.to(device, non_blocking=True)
         weights = weights.to(device, non_blocking=True)
         with _autocast(device, amp):
-            loss = weighted(loss_fn, model(images), labels, weights)
+            if mask_weight > 0 and masks:
+                logits, lesion_logits = model(images, with_map=True)
+                mask, known = (m.to(device, non_blocking=True) for m in masks)
+                lesion = lesion_map_loss(lesion_logits, mask, known)
+                loss = weighted(loss_fn, logits, labels, weights) + mask_weight * lesion
+                map_loss, map_steps = map_loss + float(lesion.detach()), map_steps + 1
+            else:
+                loss = weighted(loss_fn, model(images), labels, weights)
         counted, scaled = len(labels), loss
         if share is not None:
             counted, scaled = share.real_size(step), loss * share.loss_weight(step)
@@ -269,7 +283,10 @@ def train_one_epoch(
             progress.update(counted)
             progress.set_postfix(loss=f"{total_loss / seen:.4f}", img_s=f"{rate:.1f}")
     elapsed = time.perf_counter() - start
-    return {"train_loss": total_loss / max(1, seen), "images_per_s": seen / elapsed, "lr": lr}
+    stats = {"train_loss": total_loss / max(1, seen), "images_per_s": seen / elapsed, "lr": lr}
+    if map_steps:
+        stats["lesion_map_loss"] = map_loss / map_steps  # mean over this process's steps
+    return stats
 
 
 def weighted(
@@ -280,6 +297,21 @@ def weighted(
         return loss_fn(logits, targets)
     per_sample = loss_fn(logits, targets, reduction="none")
     return (per_sample * weights).sum() / weights.sum().clamp_min(1e-8)
+
+
+def lesion_map_loss(
+    lesion_logits: torch.Tensor, masks: torch.Tensor, known: torch.Tensor
+) -> torch.Tensor:
+    """Binary cross-entropy of the lesion map against each cell's lesion share, the mask
+    averaged down to the map's grid; the mean over cells and over the slices with a known mask
+    (0 when a batch has none, which still keeps the map in the graph)."""
+    target = torch.nn.functional.adaptive_avg_pool2d(masks.float(), lesion_logits.shape[-2:])
+    per_cell = torch.nn.functional.binary_cross_entropy_with_logits(
+        lesion_logits.float(), target, reduction="none"
+    )
+    per_slice = per_cell.flatten(1).mean(dim=1)
+    share = known.float()
+    return (per_slice * share).sum() / share.sum().clamp_min(1.0)
 
 
 def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -334,7 +366,7 @@ class _Fold:
         self.optimizer = torch.optim.AdamW(
             [
                 {"params": list(self.model.backbone.parameters()), "peak": cfg.lr},
-                {"params": list(self.model.head.parameters()), "peak": cfg.head_lr},
+                {"params": head_parameters(self.model), "peak": cfg.head_lr},
             ],
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
@@ -386,6 +418,7 @@ class _Fold:
             std=self.built.std,
             augment=build_augment(cfg.augment, augment_seed) if augment else None,
             weights=self.data.weights,
+            **self._masks(augment),
         )
         return make_loader(
             dataset,
@@ -396,6 +429,12 @@ class _Fold:
             shuffle=augment and weights is None,
             share=share,
         )
+
+    def _masks(self, training: bool) -> dict[str, np.ndarray]:
+        """Lesion masks for a training loader, where the recipe trains the lesion map."""
+        if not training or self.cfg.mask_loss_weight <= 0 or self.data.masks is None:
+            return {}
+        return {"masks": self.data.masks, "mask_known": self.data.mask_known}
 
     def score(
         self, rows: Sequence[int], views: Sequence[str] = ("identity",), *, amp: bool = True
@@ -441,6 +480,7 @@ class _Fold:
             channels_last=cfg.channels_last,
             progress=bar,
             soften=self.softener(epoch),
+            mask_weight=cfg.mask_loss_weight,
         )
         if team is None:
             return stats
@@ -569,7 +609,11 @@ def train_fold(
         std=list(fold.built.std),
         epoch_val_probabilities=epoch_scores,
     )
-    state = {k: v.detach().cpu().contiguous() for k, v in best["state"].items()}
+    state = {
+        k: v.detach().cpu().contiguous()
+        for k, v in best["state"].items()
+        if not k.startswith(LESION_MAP)  # training-only; the saved model is the plain one
+    }
     return result, state
 
 

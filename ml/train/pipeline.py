@@ -26,6 +26,7 @@ from ml.data import splits
 from ml.data.cache import DecodedSet, decode_all
 from ml.data.context import network_images
 from ml.data.dataset import Dataset, SliceRecord, slice_order
+from ml.data.masks import lesion_masks
 from ml.data.sources import Source, as_sources, describe_labels, load_sources
 from ml.errors import UserError
 from ml.hashing import sha256_lines
@@ -49,6 +50,8 @@ class Prepared:
     images: np.ndarray  # per record, as the network sees it (neighbours stacked under 2.5D)
     labels_used: list[dict] = field(default_factory=list)  # per source: which labels (provenance)
     loss_weights: np.ndarray | None = None  # per record (see `loss_weights`); None: all 1
+    masks: np.ndarray | None = None  # uint8 lesion masks in the network's frame (mask_loss_weight)
+    mask_known: np.ndarray | None = None  # per record: its source gave a mask
 
     @property
     def labels(self) -> np.ndarray:
@@ -117,9 +120,13 @@ def prepare(
     order = [slice_order(r) for r in records]
     images = network_images(decoded.images, groups, order, cfg.input_mode, decoded.frames)
     weights = loss_weights(records, cfg.study_label_weight)
-    return Prepared(
+    prepared = Prepared(
         dataset, decoded, records, parts, audit, fingerprint, images, labels_used, weights
     )
+    if cfg.mask_loss_weight > 0 and any(r.mask is not None for r in records):
+        size = images.shape[1]
+        prepared.masks, prepared.mask_known = lesion_masks(records, decoded.frames, size)
+    return prepared
 
 
 def read_split(path: Path, records: Sequence[SliceRecord]) -> np.ndarray:
@@ -289,6 +296,8 @@ def fold_data(prepared: Prepared, fold: int):
         holdout_rows=rows[prepared.parts == splits.HOLDOUT].tolist(),
         groups=[r.patient_id for r in prepared.records],
         weights=prepared.loss_weights,
+        masks=prepared.masks,
+        mask_known=prepared.mask_known,
     )
 
 

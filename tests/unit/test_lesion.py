@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from ml.data.cache import network_frame
+from ml.data.masks import lesion_region, mask_in_frame
 from ml.data.synth import BRAIN_WINDOW, phantom_patient, window_to_uint8
-from ml.explain.lesion import hit, lesion_region, mask_in_frame
+from ml.explain.lesion import hit
 
 
 def test_the_mask_lands_on_the_lesion_after_the_head_crop(tmp_path: Path) -> None:

@@ -1,0 +1,120 @@
+"""Masks as extra supervision (`mask_loss_weight`): the lesion map's loss, masks that move with
+their slice, and a model that trains with the map and is saved without it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+
+from ml.bundle import load_bundle
+from ml.config import make_config
+from ml.data.masks import lesion_masks
+from ml.data.sources import Source
+from ml.data.transforms import SliceDataset
+from ml.infer.predictor import Predictor
+from ml.models.network import build_model
+from ml.train.loop import lesion_map_loss
+from ml.train.pipeline import run_training
+
+
+def test_the_map_that_matches_the_mask_has_the_lower_loss() -> None:
+    masks = torch.zeros(2, 1, 16, 16)
+    masks[0, 0, :8, :8] = 1.0  # a lesion in the top-left quarter
+    known = torch.tensor([True, True])
+    right = torch.full((2, 1, 2, 2), -6.0)
+    right[0, 0, 0, 0] = 6.0
+    wrong = torch.full((2, 1, 2, 2), -6.0)
+    wrong[0, 0, 1, 1] = 6.0
+    assert lesion_map_loss(right, masks, known) < 0.1 < lesion_map_loss(wrong, masks, known)
+
+
+def test_slices_without_a_mask_teach_the_map_nothing() -> None:
+    logits = torch.zeros(2, 1, 2, 2, requires_grad=True)
+    masks = torch.zeros(2, 1, 8, 8)
+    one_known = torch.tensor([True, False])
+    before = lesion_map_loss(logits, masks, one_known).detach()
+    masks[1] = 1.0  # the unknown slice's mask changes: the loss does not
+    assert torch.equal(lesion_map_loss(logits, masks, one_known).detach(), before)
+    none_known = lesion_map_loss(logits, masks, torch.tensor([False, False]))
+    none_known.backward()
+    assert none_known.detach().item() == 0.0 and not logits.grad.any()
+
+
+def test_the_mask_moves_with_its_slice() -> None:
+    image = np.zeros((32, 32, 1), np.uint8)
+    image[4:10, 2:8] = 200  # a bright lesion, left of centre
+    mask = (image[..., 0] > 0).astype(np.uint8)
+    flip = A.Compose([A.HorizontalFlip(p=1.0)])
+    data = SliceDataset(
+        image[None],
+        np.array([1]),
+        [0],
+        in_chans=1,
+        mean=(0.0,),
+        std=(1.0,),
+        augment=flip,
+        masks=mask[None],
+        mask_known=np.array([True]),
+    )
+    x, label, _, moved, known = data[0]
+    assert moved.shape == (1, 32, 32) and bool(known) and float(label) == 1.0
+    assert torch.equal(moved[0] > 0, x[0] > 0.5)  # still over the lesion
+    assert moved[0, 4:10, 24:30].all() and not moved[0, :, :16].any()  # on the right now
+    plain = SliceDataset(image[None], np.array([1]), [0], in_chans=1, mean=(0.0,), std=(1.0,))
+    assert len(plain[0]) == 3
+
+
+def test_records_without_a_mask_are_unknown(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.pad(np.ones((4, 4), np.uint8) * 255, 6)).save(tmp_path / "m.png")
+
+    class Record:
+        def __init__(self, mask: Path | None) -> None:
+            self.mask = mask
+
+    frames = np.array([[1.0, 0.0, 0.0]] * 2)
+    masks, known = lesion_masks([Record(tmp_path / "m.png"), Record(None)], frames, 16)
+    assert known.tolist() == [True, False]
+    assert masks[0, 6:10, 6:10].all() and masks[0].sum() == 16 and not masks[1].any()
+
+
+def test_the_map_reads_the_classifier_features() -> None:
+    model = build_model("test_efficientnet", head_hidden=8, lesion_map=True).model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    logits, lesion = model(x, with_map=True)
+    assert lesion.shape == (2, 1, 2, 2)  # one cell per 32 px
+    assert torch.allclose(logits, model(x), atol=1e-6)
+    plain = build_model("test_efficientnet", head_hidden=8).model
+    with pytest.raises(ValueError, match="without a lesion map"):
+        plain(x, with_map=True)
+
+
+def test_mask_loss_and_mixup_cannot_be_combined() -> None:
+    with pytest.raises(ValueError, match="mixup"):
+        make_config("test", mask_loss_weight=1.0, mixup_alpha=0.2)
+    with pytest.raises(ValueError, match="mask_loss_weight"):
+        make_config("test", mask_loss_weight=-1.0)
+
+
+@pytest.mark.slow
+def test_a_run_trains_the_map_and_saves_the_plain_model(
+    two_sources: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "bundle"
+    cfg = make_config("test", mask_loss_weight=1.0, hnm_epoch=0)
+    sources = [
+        Source("folder", two_sources["folder"], two_sources["labels"]),
+        Source("site", two_sources["site"]),
+    ]
+    run_training(sources, out, cfg, cache_dir=tmp_path / "cache", progress=False)
+    epochs = [json.loads(line) for line in (out / "logs" / "fold_1.jsonl").read_text().splitlines()]
+    assert all(row["lesion_map_loss"] > 0 for row in epochs)  # the map trained every epoch
+    predictor = Predictor(load_bundle(out), backend="torch")  # strict load: no map weights
+    image = sorted((two_sources["folder"] / "Stroke").glob("*.png"))[0]
+    assert 0.0 <= predictor.predict([image])[0].probability <= 1.0
