@@ -18,6 +18,7 @@ reads metadata only and does not import torch, so the web app can show a model c
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib.metadata
 import json
@@ -160,7 +161,15 @@ class Bundle:
         found = self.export_manifest("openvino")
         if found is None:
             return None
-        keys = ("checks", "limits", "threshold", "checked_on", "ms_per_slice", "machine")
+        keys = (
+            "checks",
+            "limits",
+            "tie_margin",
+            "threshold",
+            "checked_on",
+            "ms_per_slice",
+            "machine",
+        )
         return {key: found.get(key) for key in keys} | {"openvino": found.get("openvino")}
 
 
@@ -267,3 +276,11 @@ def _verify(path: Path, files: dict[str, str]) -> None:
             f"{path}: file(s) {', '.join(changed)} do not match the manifest's hashes; "
             "the bundle was modified or damaged after training"
         )
+
+
+def read_rows(path: Path) -> list[dict[str, str]] | None:
+    """The rows of one of a bundle's CSV tables (oof.csv, holdout.csv); None when it is absent."""
+    if not path.is_file():
+        return None
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -171,10 +171,11 @@ def check_summary(check: dict) -> str:
     """One precision's check in a line."""
     if check.get("error"):
         return f"refused: {check['error']}"
-    auc = check.get("roc_auc_diff")
+    auc, resolved = check.get("roc_auc_diff"), check.get("roc_auc_diff_resolved")
+    untied = "" if resolved is None else f" ({resolved:+.4f} beyond ties)"
     figures = (
         f"largest probability difference {check['max_prob_diff']:.2g}, "
-        + ("" if auc is None else f"ROC-AUC difference {auc:+.4f}, ")
+        + ("" if auc is None else f"ROC-AUC difference {auc:+.4f}{untied}, ")
         + f"{check['flips']} of {check['slices']} labels flipped"
     )
     verdict = "passed" if check["passed"] else "refused (" + "; ".join(check["failures"]) + ")"

@@ -13,7 +13,7 @@ import pytest
 from ml.bundle import load_bundle
 from ml.infer import openvino as ov_backend
 from ml.infer import predictor as predictor_module
-from ml.infer.openvino_export import LIMITS, judge
+from ml.infer.openvino_export import LIMITS, judge, resolved_auc_diff
 from ml.infer.predictor import Predictor
 from ml.runtime import may_run_openvino
 
@@ -161,3 +161,31 @@ def test_the_check_counts_flips_and_names_each_failure() -> None:
     assert any("ROC-AUC moves" in f for f in flipped["failures"])
     far = judge(torch_probs, torch_probs + 0.2 * np.array([-0.1, -1, 1, 0.1]), labels, 0.5, LIMITS)
     assert any("probability differs by up to 0.2" in f for f in far["failures"])
+
+
+def test_reordering_scores_torch_left_tied_is_not_a_ranking_failure() -> None:
+    """Random weights score every slice within a hair of the others: rounding reorders them,
+    which says nothing about the variant. Pairs torch separated still count in full."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 400)
+    tied = 0.3 + rng.uniform(0, 2e-4, 400)  # all within the tie margin
+    noisy = tied + rng.normal(0, 5e-5, 400)
+    check = judge(tied, noisy, labels, 0.5, LIMITS)
+    assert abs(check["roc_auc_diff"]) > LIMITS["max_auc_diff"]  # the plain difference is large
+    assert check["roc_auc_diff_resolved"] == 0.0 and check["passed"]
+    spread = rng.uniform(0, 1, 400)
+    swapped = spread + np.where(labels == 1, -0.04, 0.04)  # within the probability limit
+    check = judge(spread, swapped, labels, 0.99, LIMITS)
+    assert check["roc_auc_diff_resolved"] < -LIMITS["max_auc_diff"] and not check["passed"]
+    assert any("ROC-AUC moves" in f for f in check["failures"])
+
+
+def test_with_no_margin_the_resolved_difference_is_the_roc_auc_difference() -> None:
+    from ml.metrics.scores import roc_auc
+
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, 700)  # more positives than one chunk of pairs
+    expected = np.round(rng.uniform(0, 1, 700), 2)  # with ties
+    got = np.round(expected + rng.normal(0, 0.05, 700), 2)
+    plain = roc_auc(labels, got) - roc_auc(labels, expected)
+    assert resolved_auc_diff(labels, expected, got, margin=-1.0) == pytest.approx(plain)

@@ -66,6 +66,7 @@ def test_the_model_card_shows_each_precision_check(client, bundle_dir: Path) -> 
             "int8": {**check, "passed": False, "failures": ["3 of 48 slices change label"]},
         },
         "limits": {"max_prob_diff": 0.05, "max_auc_diff": 0.005, "max_flip_share": 0.005},
+        "tie_margin": 0.001,
         "threshold": 0.4,
         "checked_on": "48 of the bundle's 48 out-of-fold slices",
         "ms_per_slice": {"torch/f32": 40.0, "onnx/f32": 20.0, "openvino/f32": 12.5},
@@ -78,4 +79,4 @@ def test_the_model_card_shows_each_precision_check(client, bundle_dir: Path) -> 
     table = page.split('id="precision-checks"', 1)[1].split("</table>", 1)[0]
     assert "refused: 3 of 48 slices change label" in table
     assert "0.012" in table and "0 of 48" in table and "12.5" in table
-    assert "Test CPU" in page
+    assert "Test CPU" in page and "over 0.001 apart" in page
