@@ -40,6 +40,10 @@ from ml.models.loading import load_fold_models
 from ml.runtime import allocator, exact_float32, pick_device
 
 LABELS = ("Normal", "Stroke")
+# Slices per forward pass on the CPU (each pass runs every view). A 30-slice study in one pass
+# took 2.4x (ONNX Runtime) and 2.3x (torch) longer per slice than in passes of 2 here: the
+# activations of 90 images at once leave the caches. benchmarks/RESULTS.md has the figures.
+SLICES_PER_PASS = 2
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,16 @@ class Predictor:
     # ---- the numbers -----------------------------------------------------------------------
 
     def probabilities(self, batch: torch.Tensor) -> np.ndarray:
-        """Probabilities of shape (N, K folds, V views) for a normalised batch (N, C, H, W)."""
+        """Probabilities of shape (N, K folds, V views) for a normalised batch (N, C, H, W),
+        SLICES_PER_PASS slices at a time on the CPU (a GPU takes the batch at once)."""
+        on_gpu = self.backend == "torch" and self.device.type != "cpu"
+        step = max(1, len(batch)) if on_gpu else SLICES_PER_PASS
+        parts = [self._pass(batch[i : i + step]) for i in range(0, len(batch), step)]
+        if not parts:
+            return np.zeros((0, self.bundle.folds, len(self.views)))
+        return np.concatenate(parts)
+
+    def _pass(self, batch: torch.Tensor) -> np.ndarray:
         viewed = torch.cat([VIEWS[name](batch) for name in self.views])  # (V*N, C, H, W)
         n = batch.shape[0]
         if self.backend == "onnx":
