@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from ml.bundle import Bundle
+from ml.bundle import Bundle, read_rows
 from ml.evaluate import figures as plots
-from ml.evaluate.scored import read_rows, scored_from_rows, with_intervals
+from ml.evaluate.scored import scored_from_rows, with_intervals
 from ml.metrics import scores as metrics
 from ml.metrics.thresholds import uncertainty_band
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from ml.bundle import read_rows
 from ml.evaluate import figures as plots
 from ml.evaluate.report import by_source, level_figures
-from ml.evaluate.scored import Scored, read_rows, scored_from_rows, with_intervals
+from ml.evaluate.scored import Scored, scored_from_rows, with_intervals
 from ml.metrics import calibration
 from ml.metrics import scores as metrics
 from ml.metrics.thresholds import OperatingPoint, find_point, read_thresholds

@@ -65,7 +65,8 @@ def write_bundle(
         extra={"aggregation": cfg.study_aggregation},
     )
     calibrator = calibration.fit(scored.labels, scored.probabilities, cfg.calibration)
-    uncertainty = _uncertainty(out, cfg, prepared, results, scored, slice_points, active[0])
+    models = _fold_models(out, cfg, results)
+    uncertainty = _uncertainty(models, cfg, prepared, results, scored, slice_points, active[0])
     _write_json(out / "uncertainty.json", uncertainty)
     summary = report.summarise(
         cfg,
@@ -83,7 +84,7 @@ def write_bundle(
     )
     summary["aggregation_choice"] = aggregation_choice
     summary["labels"] = prepared.labels_used
-    summary["cam_in_lesion"] = _lesion_cam(out, cfg, prepared, results)
+    summary["cam_in_lesion"] = _lesion_cam(models, cfg, prepared, results)
     _write_json(out / "metrics.json", summary)
     report_options = {
         "slice_points": slice_points,
@@ -188,13 +189,13 @@ def _active_name(points: list[thresholds.OperatingPoint], cfg: TrainConfig) -> s
     return next(p.name for p in points if p.policy == cfg.threshold_policy)
 
 
-def _uncertainty(out, cfg, prepared, results, scored, slice_points, active: str) -> dict:
+def _uncertainty(models, cfg, prepared, results, scored, slice_points, active: str) -> dict:
     """The 'uncertain' flag's two limits, both set from OOF data."""
     threshold = find_point(slice_points, active).threshold
     band = thresholds.uncertainty_band(
         scored.labels, scored.probabilities, threshold, share=cfg.uncertainty_share
     )
-    spreads = _fold_spreads(out, cfg, prepared, results)
+    spreads = _fold_spreads(list(models.values()), cfg, prepared, results)
     return {
         **band,
         "fold_std_limit": float(np.quantile(spreads, cfg.fold_spread_quantile)),
@@ -207,10 +208,17 @@ def _uncertainty(out, cfg, prepared, results, scored, slice_points, active: str)
     }
 
 
-def _fold_spreads(out: Path, cfg: TrainConfig, prepared: Any, results: list) -> np.ndarray:
+def _fold_models(out: Path, cfg: TrainConfig, results: list) -> dict[int, Any]:
+    """Each fold's saved model, loaded once (on the CPU, in eval mode), by fold."""
+    from ml.models.loading import load_fold_models
+
+    weights = [out / f"fold_{r.fold}.safetensors" for r in results]
+    return dict(zip([r.fold for r in results], load_fold_models(weights, cfg), strict=True))
+
+
+def _fold_spreads(models: list, cfg: TrainConfig, prepared: Any, results: list) -> np.ndarray:
     """Standard deviation across the fold models for a sample of OOF slices."""
     from ml.data.transforms import SliceDataset
-    from ml.models.loading import load_fold_models
     from ml.train import loop as train
 
     rows = np.flatnonzero(prepared.parts > 0)
@@ -226,23 +234,21 @@ def _fold_spreads(out: Path, cfg: TrainConfig, prepared: Any, results: list) -> 
     )
     loader = train.make_loader(dataset, batch_size=cfg.batch_size, num_workers=0, seed=cfg.seed)
     device = pick_device(cfg.device)
-    weights = [out / f"fold_{r.fold}.safetensors" for r in results]
     per_fold = [
         train.evaluate(model.to(device), loader, device=device, views=cfg.tta_views, amp=False)
-        for model in load_fold_models(weights, cfg)
+        for model in models
     ]
+    for model in models:
+        model.cpu()  # where the lesion check expects them
     return np.std(np.stack(per_fold), axis=0)
 
 
-def _lesion_cam(out: Path, cfg: TrainConfig, prepared: Any, results: list) -> dict | None:
+def _lesion_cam(models: dict, cfg: TrainConfig, prepared: Any, results: list) -> dict | None:
     """Grad-CAM against the lesion masks, out of fold (ml.explain.lesion)."""
     from ml.explain.lesion import cam_in_lesion
-    from ml.models.loading import load_fold_models
 
     if not any(r.mask is not None for r in prepared.records) or cfg.lesion_cam_slices <= 0:
         return None
-    weights = [out / f"fold_{r.fold}.safetensors" for r in results]
-    models = dict(zip([r.fold for r in results], load_fold_models(weights, cfg), strict=True))
     return cam_in_lesion(
         models,
         prepared.images,

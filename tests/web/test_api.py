@@ -362,6 +362,16 @@ def test_cam_errors(client, auth, phantom_data) -> None:
     assert_error(client.get(f"{url}/cam.png?slice=-1", headers=auth), 400)
 
 
+def test_a_heat_map_without_a_model_is_503_as_everywhere(app, client, auth, phantom_data) -> None:
+    from webapp.bundles import store
+
+    url = api_predict(client, auth, phantom_slices(phantom_data, 1)).headers["Location"]
+    files = stored_files(app)
+    app.extensions[store.KEY] = (None, "bundle 'tiny' was removed")
+    error = assert_error(client.get(f"{url}/cam.png", headers=auth), 503, "was removed")
+    assert error["code"] == "model_not_loaded" and stored_files(app) == files
+
+
 def test_delete_removes_the_row_and_its_files(app, client, auth, phantom_data) -> None:
     made = api_predict(client, auth, phantom_slices(phantom_data, 1), cam="true")
     url = made.headers["Location"]

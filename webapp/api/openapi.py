@@ -218,7 +218,7 @@ PATHS: dict[str, Any] = {
             "The heat map of one slice as a PNG (made on first request, then cached)",
             "read",
             {"200": {"description": "RGB heat map.", "content": {"image/png": {}}}},
-            (400, 404, 409, 410),
+            (400, 404, 409, 410, 503),
             parameters=(
                 PREDICTION_ID,
                 _param(

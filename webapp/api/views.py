@@ -147,7 +147,7 @@ def prediction_cam(prediction_id: int) -> ResponseReturnValue:
     method = request.args.get("method", serialise.CAM_METHOD)
     try:
         path = explain.ensure_cam(found, found.slices[position], method)
-    except (explain.CamUnavailable, ModelNotLoaded) as exc:
+    except explain.CamUnavailable as exc:
         raise ApiError(409, str(exc)) from None
     except explain.ResultGone as exc:
         raise ApiError(410, str(exc)) from None
