@@ -191,7 +191,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     )
     print(
         f"exported {len(manifest['files'])} fold models to {args.bundle / 'onnx'}; largest "
-        f"|logit difference| against torch {manifest['max_abs_logit_difference']:.2e} on "
+        f"probability difference against torch {manifest['max_abs_probability_difference']:.2e}"
+        f" (logit {manifest['max_abs_logit_difference']:.2e}) on "
         f"{manifest['checked_on']}"
     )
     if args.no_openvino:
