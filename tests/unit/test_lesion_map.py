@@ -107,7 +107,10 @@ def test_a_run_trains_the_map_and_saves_the_plain_model(
     two_sources: dict[str, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "bundle"
-    cfg = make_config("test", mask_loss_weight=1.0, hnm_epoch=0)
+    # Two folds of one epoch, the backbone frozen: the map and the head still train.
+    cfg = make_config(
+        "test", mask_loss_weight=1.0, hnm_epoch=0, folds=2, epochs=1, lesion_cam_slices=0
+    )
     sources = [
         Source("folder", two_sources["folder"], two_sources["labels"]),
         Source("site", two_sources["site"]),
