@@ -123,7 +123,12 @@ def prepare(
     prepared = Prepared(
         dataset, decoded, records, parts, audit, fingerprint, images, labels_used, weights
     )
-    if cfg.mask_loss_weight > 0 and any(r.mask is not None for r in records):
+    if cfg.mask_loss_weight > 0:
+        if not any(r.mask is not None for r in records):
+            raise UserError(
+                f"mask_loss_weight={cfg.mask_loss_weight} trains a lesion map from masks, and "
+                "none of the data has one; give a manifest with a `mask` column, or set it to 0"
+            )
         size = images.shape[1]
         prepared.masks, prepared.mask_known = lesion_masks(records, decoded.frames, size)
     return prepared

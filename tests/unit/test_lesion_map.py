@@ -16,10 +16,11 @@ from ml.config import make_config
 from ml.data.masks import lesion_masks
 from ml.data.sources import Source
 from ml.data.transforms import SliceDataset
+from ml.errors import UserError
 from ml.infer.predictor import Predictor
 from ml.models.network import build_model
 from ml.train.loop import lesion_map_loss
-from ml.train.pipeline import run_training
+from ml.train.pipeline import prepare, run_training
 
 
 def test_the_map_that_matches_the_mask_has_the_lower_loss() -> None:
@@ -100,6 +101,12 @@ def test_mask_loss_and_mixup_cannot_be_combined() -> None:
         make_config("test", mask_loss_weight=1.0, mixup_alpha=0.2)
     with pytest.raises(ValueError, match="mask_loss_weight"):
         make_config("test", mask_loss_weight=-1.0)
+
+
+def test_a_lesion_map_without_any_mask_is_refused(two_sources: dict[str, Path]) -> None:
+    cfg = make_config("test", mask_loss_weight=1.0)
+    with pytest.raises(UserError, match="none of the data has one"):
+        prepare(two_sources["folder"], cfg, cache_dir=None, progress=False)
 
 
 @pytest.mark.slow
