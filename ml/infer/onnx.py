@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from ml.bundle import Bundle, load_bundle
 from ml.data.tta import VIEWS
@@ -51,7 +52,9 @@ def export_bundle(path: Path | str, *, data: Path | None = None, check_slices: i
         with torch.inference_mode():
             expected = model(batch).numpy()
         got = session.run(None, {"input": batch.numpy()})[0]
-        diff = float(np.abs(_sigmoid(got) - _sigmoid(expected)).max())
+        diff = float(
+            np.abs(expit(got.astype(np.float64)) - expit(expected.astype(np.float64))).max()
+        )
         if diff > TOLERANCE:
             target.unlink()
             raise RuntimeError(
@@ -138,7 +141,3 @@ def listed_images(data: Path) -> list[Path]:
             ]
         return sorted(p for p in listed if p.is_file())
     return sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))

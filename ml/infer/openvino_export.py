@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from ml.bundle import load_bundle, read_rows
 from ml.data.tta import VIEWS
@@ -290,7 +291,7 @@ def _fold_probs(checks: CheckSet, views: Sequence[str], runners: dict[int, Runne
 def _view_probs(run: Runner, batch: torch.Tensor, views: Sequence[str]) -> np.ndarray:
     viewed = torch.cat([VIEWS[v](batch) for v in views]).numpy()
     logits = run(viewed).reshape(len(views), len(batch))
-    return (1.0 / (1.0 + np.exp(-logits))).mean(axis=0)
+    return expit(logits).mean(axis=0)
 
 
 def _ensemble_runner(runners: list[Runner], views: Sequence[str]) -> Callable:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from ml.bundle import Bundle, BundleError, load_bundle
 from ml.config import BACKENDS, PRECISIONS, VIEW_AGGREGATIONS, TrainConfig
@@ -217,7 +218,7 @@ class Predictor:
                         for model in models
                     ]
                 )
-        return (1.0 / (1.0 + np.exp(-logits))).transpose(2, 0, 1)
+        return expit(logits).transpose(2, 0, 1)
 
     def predict(
         self, sources: Sequence[Path | str | bytes], names: Sequence[str] | None = None
