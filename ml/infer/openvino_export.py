@@ -178,9 +178,10 @@ def resolved_auc_diff(
     total = float(positives.sum()) * float(negatives.sum())
     change = 0.0
     neg_expected, neg_got = expected[negatives], got[negatives]
-    for start in range(0, int(positives.sum()), 256):  # (256 x negatives) pairs at a time
-        pos_expected = expected[positives][start : start + 256, None]
-        pos_got = got[positives][start : start + 256, None]
+    all_pos_expected, all_pos_got = expected[positives], got[positives]
+    for start in range(0, len(all_pos_expected), 256):  # (256 x negatives) pairs at a time
+        pos_expected = all_pos_expected[start : start + 256, None]
+        pos_got = all_pos_got[start : start + 256, None]
         apart = np.abs(pos_expected - neg_expected) > margin
         before = np.sign(pos_expected - neg_expected)
         after = np.sign(pos_got - neg_got)
