@@ -11,6 +11,7 @@ from ml.config import TrainConfig
 from ml.data import splits
 from ml.data.sources import describe_labels
 from ml.evaluate.numbers import interval, number
+from ml.evaluate.position import position_figures
 from ml.evaluate.scored import Scored, patient_rows
 from ml.metrics import scores as metrics
 
@@ -95,7 +96,11 @@ def summarise(
         "at_0.5": _at(labels[cv], oof[cv], p_labels, p_scores, 0.5, 0.5),
         "holdout": None,
         "by_source": by_source(
-            Scored.of_records([r for r, k in zip(prepared.records, cv, strict=True) if k], oof[cv]),
+            Scored.of_records(
+                [prepared.records[i] for i in np.flatnonzero(cv)],
+                oof[cv],
+                folds=[str(int(part)) for part in parts[cv]],
+            ),
             cfg.study_aggregation,
             cfg.seed,
         ),
@@ -126,6 +131,10 @@ def by_source(scored: Scored, aggregation: str, seed: int) -> dict[str, Any]:
             against = _label_figures(part, folder, folder, aggregation, seed)
             if against["slice"]["roc_auc"] is not None:  # not when the folder is one class
                 figures["against_folders"] = against
+        if part.folds is not None and part.positions is not None:
+            figures["position"] = position_figures(
+                part.labels, part.probabilities, part.patients, part.positions, part.folds, seed
+            )
         found[source] = figures
     return found
 
@@ -246,6 +255,13 @@ def _holdout_figures(prepared, holdout, cfg, slice_threshold, patient_threshold)
         "at_operating_point": _at(
             labels, holdout, p_labels, p_scores, slice_threshold, patient_threshold
         ),
+        "by_source": by_source(
+            Scored.of_records(
+                [r for r, k in zip(prepared.records, mask, strict=True) if k], holdout
+            ),
+            cfg.study_aggregation,
+            cfg.seed,
+        ),
     }
 
 
@@ -347,6 +363,7 @@ def render(cfg: TrainConfig, prepared: Any, results: list, summary: dict[str, An
             "## Holdout (patients never used for training or selection)",
             f"- slice ROC-AUC {number(hold['slice']['roc_auc'])}, "
             f"patient ROC-AUC {number(hold['patient']['roc_auc'])}",
+            *source_table(hold.get("by_source") or {}),
         ]
     return "\n".join(lines) + "\n"
 
@@ -372,7 +389,28 @@ def oof_table(summary: dict[str, Any]) -> list[str]:
         f"Fold spread of the slice ROC-AUC: {number(spread['min'])} to {number(spread['max'])} "
         f"(mean {number(spread['mean'])}, sd {number(spread['std'])}).",
         *source_table(summary.get("by_source") or {}),
+        *position_lines(summary.get("by_source") or {}),
     ]
+
+
+def position_lines(by_source: dict[str, Any]) -> list[str]:
+    """What the slice's level alone scores, and the model beyond it (ml.evaluate.position)."""
+    lines = []
+    for source, figures in by_source.items():
+        found = figures.get("position")
+        if not found or found["baseline_roc_auc"] is None:
+            continue
+        lines.append(
+            f"- {source}: the slice's level alone (the lesion share at its tenth of the stack "
+            f"in the other folds) scores slice ROC-AUC {number(found['baseline_roc_auc'])} "
+            f"({interval(found['baseline_roc_auc_ci95'])}); the model, comparing only slices "
+            f"at the same level, {number(found['matched_roc_auc'])} "
+            f"({interval(found['matched_roc_auc_ci95'])}). Slice figures above the first "
+            "number are what the model sees beyond the level; the second is that part alone."
+        )
+    if not lines:
+        return []
+    return ["", "Lesions cluster at some levels of the head, which anatomy reveals:", "", *lines]
 
 
 def source_table(by_source: dict[str, Any]) -> list[str]:

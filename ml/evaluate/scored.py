@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ml.data.dataset import slice_order
+from ml.evaluate.position import relative_positions
 from ml.metrics import scores as metrics
 
 
@@ -29,6 +31,7 @@ class Scored:
     study_labels: np.ndarray | None = None  # the patient's label; None: the max of `labels`
     folder_labels: np.ndarray | None = None  # what the folders said; None: as study_labels
     slice_known: np.ndarray | None = None  # whether `labels` holds a real slice label
+    positions: np.ndarray | None = None  # where each slice lies in its patient's stack, 0-1
 
     @classmethod
     def of_records(
@@ -45,6 +48,9 @@ class Scored:
             study_labels=np.array([r.study for r in records], dtype=int),
             folder_labels=np.array([r.folder for r in records], dtype=int),
             slice_known=np.array([r.slice_known for r in records], dtype=bool),
+            positions=relative_positions(
+                [r.patient_id for r in records], [slice_order(r) for r in records]
+            ),
         )
 
     def subset(self, rows: np.ndarray) -> Scored:
