@@ -96,15 +96,18 @@ def _report(metrics: dict, wall: float) -> str:
         else:
             print(f"  patient: {figures.get('patient_note')}")
         last.append(f"{source}_slice_auc={figures['slice']['roc_auc']:.3f}")
-    cam = (metrics.get("cam_in_lesion") or {}).get("by_source", {})
-    for source, figures in cam.items():
-        low, high = figures["peak_in_lesion_ci95"]
-        print(
-            f"{source}: Grad-CAM peak in the lesion on {figures['peak_in_lesion']:.1%} "
-            f"({low:.1%}-{high:.1%}) of {figures['slices']} lesion slices; heat inside "
-            f"{figures['heat_inside']:.1%}, lesion area {figures['lesion_area']:.1%}"
-        )
-        last.append(f"{source}_cam_peak_in_lesion={figures['peak_in_lesion']:.3f}")
+        position = figures.get("position")
+        if position and position["baseline_roc_auc"] is not None:
+            print(f"  slice   ROC-AUC {_auc(_as_level(position, 'baseline'))} from the level alone")
+            print(f"  slice   ROC-AUC {_auc(_as_level(position, 'matched'))} at the same level")
+            last.append(f"{source}_matched_auc={position['matched_roc_auc']:.3f}")
+    last += _cam_report(metrics.get("cam_in_lesion") or {})
+    holdout = (metrics.get("holdout") or {}).get("by_source", {})
+    for source, figures in holdout.items():
+        print(f"{source}, held-out patients (the ensemble; nothing chosen on them):")
+        print(f"  slice   ROC-AUC {_auc(figures['slice'])}")
+        if figures.get("patient"):
+            print(f"  patient ROC-AUC {_auc(figures['patient'])}")
     choice = metrics.get("aggregation_choice")
     if choice:
         print(
@@ -112,6 +115,34 @@ def _report(metrics: dict, wall: float) -> str:
         )
     print(f"wall {wall / 60:.1f} min")
     return " ".join([*last, f"wall_min={wall / 60:.1f}"])
+
+
+def _cam_report(cam: dict) -> list[str]:
+    """Grad-CAM peak in the lesion at every layer measured, out of fold and held out."""
+    last = []
+    for where, part in (("out of fold", cam), ("held out", cam.get("holdout") or {})):
+        for layer, by_source in part.get("by_layer", {"last": part.get("by_source", {})}).items():
+            drawn = " (drawn)" if layer == cam.get("layer", "last") else ""
+            for source, figures in by_source.items():
+                low, high = figures["peak_in_lesion_ci95"]
+                print(
+                    f"{source}, {where}, CAM layer {layer}{drawn}: peak in the lesion on "
+                    f"{figures['peak_in_lesion']:.1%} ({low:.1%}-{high:.1%}) of "
+                    f"{figures['slices']} lesion slices; heat inside {figures['heat_inside']:.1%}, "
+                    "lesion area "
+                    f"{figures['lesion_area']:.1%}"
+                )
+                if drawn and where == "out of fold":
+                    last.append(f"{source}_cam_peak_in_lesion={figures['peak_in_lesion']:.3f}")
+    return last
+
+
+def _as_level(position: dict, name: str) -> dict:
+    return {
+        "roc_auc": position[f"{name}_roc_auc"],
+        "roc_auc_ci95": position[f"{name}_roc_auc_ci95"],
+        "n": "the same slices",
+    }
 
 
 def _auc(level: dict) -> str:

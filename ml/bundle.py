@@ -80,8 +80,11 @@ class Bundle:
 
     def train_config(self) -> TrainConfig:
         """The config it was trained with; `study_aggregation: auto` resolved to the rule the
-        run chose on its out-of-fold predictions (patient_thresholds.json)."""
+        run chose on its out-of-fold predictions (patient_thresholds.json); `cam_layer` last for
+        bundles made before it was a setting."""
         cfg = config_from_dict(self.config)
+        if "cam_layer" not in self.config:  # made before the choice: its CAM figures are the last
+            cfg = dataclasses.replace(cfg, cam_layer="last")  # stage's, so it keeps drawing that
         if cfg.study_aggregation != "auto":
             return cfg
         chosen = self.patient_thresholds().get("aggregation")

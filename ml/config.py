@@ -128,7 +128,13 @@ class TrainConfig:
     lesion_cam_slices: int = _f(
         300,
         "lesion slices with a mask on which the finished run measures whether its Grad-CAM "
-        "points at the lesion, out of fold (0 = skip)",
+        "points at the lesion, out of fold and on held-out patients, at every CAM layer (0 = skip)",
+    )
+    cam_layer: str = _f(
+        "stride16",
+        "feature map the bundle's Grad-CAM is drawn from: stride16 (the last stage at stride "
+        "16: a grid twice as fine, which pointed at PHE-SICH lesions 2-3 times as often in "
+        "three measurements, benchmarks/RESULTS.md) | last (the last conv stage, stride 32)",
     )
     # evaluation
     tta_views: tuple[str, ...] = _f(("identity", "hflip", "vflip"), "test-time views averaged")
@@ -181,6 +187,7 @@ DISTRIBUTED_MODES = ("data", "folds")
 DISTRIBUTED_TIMEOUT_MIN = 30.0  # the longest one process waits for another
 
 CHOICES = {
+    "cam_layer": ("last", "stride16"),  # ml.explain.cam.LAYERS, which says what each means
     "pretrained": ("auto", "file", "hub", "packaged", "none"),
     "input_mode": ("slice", "neighbours", "neighbours_aligned"),
     "loss": ("focal", "bce"),

@@ -161,15 +161,7 @@ def label_lines(summary: dict[str, Any]) -> list[str]:
         "- Slices are trained and scored on their slice label where one is given, else on their "
         "patient's label; patients on their patient label"
     )
-    cam = summary.get("cam_in_lesion")
-    for source, figures in (cam or {}).get("by_source", {}).items():
-        lines.append(
-            f"- Grad-CAM against the lesion masks of {source} ({figures['slices']} lesion slices, "
-            f"out of fold): the hottest pixel lies in the lesion on "
-            f"{percent(figures['peak_in_lesion'])} ({interval(figures['peak_in_lesion_ci95'])}); "
-            f"{percent(figures['heat_inside'])} of the heat falls inside the lesion, which covers "
-            f"{percent(figures['lesion_area'])} of the image"
-        )
+    lines += cam_lines(summary.get("cam_in_lesion") or {})
     choice = summary.get("aggregation_choice")
     if choice:
         tried = ", ".join(f"{name} {number(value)}" for name, value in choice["candidates"].items())
@@ -177,6 +169,32 @@ def label_lines(summary: dict[str, Any]) -> list[str]:
             f"- Patient score: {choice['chosen']} of the slice scores, chosen on "
             f"{choice['chosen_on']} ({tried})"
         )
+    return lines
+
+
+def cam_lines(cam: dict[str, Any]) -> list[str]:
+    """Grad-CAM against the lesion masks: the layer the bundle draws, out of fold and on held-out
+    patients, then the other layers measured on the same slices."""
+    layer = cam.get("layer", "last")  # bundles before the choice drew from the last stage
+    lines = []
+    for where, part in (("out of fold", cam), ("held-out patients", cam.get("holdout") or {})):
+        for source, figures in part.get("by_source", {}).items():
+            lines.append(
+                f"- Grad-CAM ({layer} layer) against the lesion masks of {source} "
+                f"({figures['slices']} lesion slices, {where}): the hottest pixel lies in the "
+                f"lesion on {percent(figures['peak_in_lesion'])} "
+                f"({interval(figures['peak_in_lesion_ci95'])}); {percent(figures['heat_inside'])} "
+                f"of the heat falls inside the lesion, which covers "
+                f"{percent(figures['lesion_area'])} of the image"
+            )
+        others = [
+            f"{name} {percent(figures[source]['peak_in_lesion'])} ({source})"
+            for name, figures in part.get("by_layer", {}).items()
+            for source in part.get("by_source", {})
+            if name != layer and source in figures
+        ]
+        if others:
+            lines.append(f"  - the same slices at the other CAM layers: {', '.join(others)}")
     return lines
 
 

@@ -53,9 +53,21 @@ View = Callable[[torch.Tensor], torch.Tensor]
 
 RANDOM_DRAWS = 5  # random masks averaged in `faithfulness`; the spread of one draw is large
 
+# Which feature map the CAM is built from. last: the backbone's last convolutional stage (stride
+# 32: a 6 x 6 grid at 192 px, cells larger than most haematomas). stride16: the last stage at
+# stride 16 (timm's `feature_info`, `blocks.4` of an EfficientNet), a grid twice as fine whose
+# features are a little less specific to the score. benchmarks/RESULTS.md compares them against
+# lesion masks. ml.config lists the same names for the `cam_layer` setting (it loads no torch).
+LAYERS = ("last", "stride16")
 
-def target_layer(model: StrokeNet) -> nn.Module:
-    """The layer whose activations (and gradients) the map is built from: the last conv stage.
+
+def target_layer(model: StrokeNet, layer: str = "last") -> nn.Module:
+    """The layer whose activations (and gradients) the map is built from (see LAYERS).
+
+    `layer="stride16"`: the last feature stage timm reports at reduction 16; ValueError for a
+    backbone that reports none.
+
+    `layer="last"`: the last conv stage.
 
     Grad-CAM weighs a layer's feature maps by the gradient of the score. The last convolutional
     layer before global pooling has the most class-specific features while it still keeps a
@@ -73,7 +85,11 @@ def target_layer(model: StrokeNet) -> nn.Module:
     Transformer backbones have no convolutional stage (their only conv is the patch embedding,
     whose map would say nothing about the score): they raise ValueError.
     """
+    if layer not in LAYERS:
+        raise ValueError(f"unknown CAM layer {layer!r}; choose one of {', '.join(LAYERS)}")
     backbone = model.backbone
+    if layer == "stride16":
+        return _stage_at(backbone, 16)
     if isinstance(backbone, EfficientNet) and isinstance(
         getattr(backbone, "conv_head", None), nn.Conv2d
     ):
@@ -94,14 +110,33 @@ def target_layer(model: StrokeNet) -> nn.Module:
     )
 
 
+def _stage_at(backbone: nn.Module, reduction: int) -> nn.Module:
+    """The last convolutional feature stage `backbone` reports at `reduction` (timm's
+    `feature_info`). A transformer's blocks report a reduction too, but have no spatial grid."""
+    feature_info = getattr(backbone, "feature_info", None)
+    stages = [
+        backbone.get_submodule(f["module"])
+        for f in (feature_info if isinstance(feature_info, list) else [])
+        if f.get("reduction") == reduction and "module" in f
+    ]
+    if not stages or not any(isinstance(m, nn.Conv2d) for m in stages[-1].modules()):
+        raise ValueError(
+            f"backbone {type(backbone).__name__} reports no convolutional stage at stride "
+            f"{reduction}; use the CAM layer 'last'"
+        )
+    return stages[-1]
+
+
 def explain(
     models: Sequence[StrokeNet],
     x: torch.Tensor,
     *,
     method: str = "gradcam",
     views: Sequence[str] = ("identity", "hflip", "vflip"),
+    layer: str = "last",
 ) -> np.ndarray:
-    """Heat map of the ensemble's stroke logit for one normalised input `x` (C, H, W).
+    """Heat map of the ensemble's stroke logit for one normalised input `x` (C, H, W), built
+    from the feature map `layer` names (see LAYERS).
 
     For every fold model and every view, the CAM is computed on the viewed input and flipped back
     (each view is its own inverse), then the maps are averaged. pytorch-grad-cam scales each map
@@ -123,7 +158,8 @@ def explain(
     with torch.inference_mode(False):
         batch = x.detach().clone().unsqueeze(0)  # a normal tensor even if x is an inference one
         for model in models:
-            total += _model_maps(model, batch, cam_class, transforms, method in _GRADIENT_FREE)
+            layers = [target_layer(model, layer)]
+            total += _model_maps(model, batch, cam_class, layers, transforms, method)
     heat = total / (len(models) * len(transforms))
     peak = float(heat.max())
     if peak > 0:
@@ -268,16 +304,17 @@ def _model_maps(
     model: StrokeNet,
     batch: torch.Tensor,
     cam_class: type[BaseCAM],
+    layers: list[nn.Module],
     transforms: Sequence[View],
-    gradient_free: bool,
+    method: str,
 ) -> np.ndarray:
     """Sum over views of one model's CAM, each flipped back onto the input grid."""
     total = np.zeros(batch.shape[-2:], dtype=np.float64)
     finished = False
-    with cam_class(model=model, target_layers=[target_layer(model)]) as cam:
+    with cam_class(model=model, target_layers=layers) as cam:
         for view in transforms:
             viewed = view(batch).detach().clone()
-            if gradient_free:
+            if method in _GRADIENT_FREE:
                 with torch.no_grad():  # nothing to backpropagate; no graph is kept
                     maps = cam(input_tensor=viewed, targets=[STROKE_LOGIT])
             else:

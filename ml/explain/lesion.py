@@ -4,6 +4,8 @@ For every lesion slice with a mask that a run scored out of fold, the fold model
 train on it draws its Grad-CAM (one view), and two figures are kept: whether the map's hottest
 pixel lies inside the lesion, and the share of the map's heat that falls inside it (next to the
 share of the image the lesion covers, which is what a map with no idea of the lesion would get).
+Held-out patients are drawn by the whole ensemble. Every CAM layer is measured, so that the
+layer a bundle draws from is chosen on evidence from more than one run.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from ml.data.masks import mask_in_frame
+from ml.data.splits import HOLDOUT
 from ml.data.transforms import to_tensor
-from ml.explain.cam import explain
+from ml.explain.cam import LAYERS, explain, target_layer
 from ml.metrics.scores import wilson_ci
 
 
@@ -39,31 +42,80 @@ def cam_in_lesion(
     mean: Sequence[float],
     std: Sequence[float],
     limit: int,
+    layer: str = "last",
     seed: int = 0,
 ) -> dict[str, Any] | None:
-    """Peak-in-lesion share and heat inside the lesion, out of fold, per source; None when no
-    scored lesion slice has a mask. `models` maps a fold to its model (eval mode)."""
-    rows = [
+    """Peak-in-lesion share and heat inside the lesion per source, at every CAM layer; None when
+    no scored lesion slice has a mask. `models` maps a fold to its model (eval mode).
+
+    Out of fold, each slice is drawn by the fold model that did not train on it; held-out
+    patients (part HOLDOUT), when there are any, by the ensemble of all fold models, as the
+    product would draw them. `by_source` gives `layer`'s figures (the layer the bundle draws);
+    `by_layer` every layer's, so that a bundle carries the comparison (LAYERS).
+    """
+    layers = _drawable_layers(next(iter(models.values())))
+    found: dict[str, Any] = {}
+    out_of_fold = _lesion_rows(records, [parts[i] in models for i in range(len(records))])
+    held_out = _lesion_rows(records, [parts[i] == HOLDOUT for i in range(len(records))])
+    for name, rows, draw in (
+        ("out_of_fold", out_of_fold, lambda i: [models[int(parts[i])]]),
+        ("holdout", held_out, lambda i: list(models.values())),
+    ):
+        if not rows or limit <= 0:
+            continue
+        if len(rows) > limit:
+            rows = sorted(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
+        size = images.shape[1]
+        by_layer: dict[str, dict[str, list]] = {candidate: {} for candidate in layers}
+        for i in rows:
+            x = to_tensor(np.asarray(images[i]), in_chans, mean, std)
+            mask = mask_in_frame(records[i].mask, frames[i], size)
+            for candidate in layers:
+                heatmap = explain(draw(i), x, views=("identity",), layer=candidate)
+                peak, inside = hit(heatmap, mask)
+                by_layer[candidate].setdefault(records[i].source, []).append(
+                    (peak, inside, float(mask.mean()))
+                )
+        found[name] = {
+            candidate: {source: _summary(v) for source, v in sorted(sources.items())}
+            for candidate, sources in by_layer.items()
+        }
+    if "out_of_fold" not in found or layer not in layers:
+        return None
+    summary: dict[str, Any] = {
+        "method": "gradcam, one view, the fold model that did not train on the slice",
+        "layer": layer,
+        "by_source": found["out_of_fold"][layer],
+        "by_layer": found["out_of_fold"],
+    }
+    if "holdout" in found:
+        summary["holdout"] = {
+            "method": "gradcam, one view, the ensemble of every fold model",
+            "by_source": found["holdout"][layer],
+            "by_layer": found["holdout"],
+        }
+    return summary
+
+
+def _drawable_layers(model: Any) -> list[str]:
+    """The CAM layers this backbone has (a transformer has none)."""
+    found = []
+    for layer in LAYERS:
+        try:
+            target_layer(model, layer)
+        except ValueError:
+            continue
+        found.append(layer)
+    return found
+
+
+def _lesion_rows(records: Sequence[Any], scored: Sequence[bool]) -> list[int]:
+    """Rows of scored lesion slices that have a mask."""
+    return [
         i
         for i, r in enumerate(records)
-        if r.mask is not None and r.slice_known and r.label == 1 and parts[i] in models
+        if scored[i] and r.mask is not None and r.slice_known and r.label == 1
     ]
-    if not rows or limit <= 0:
-        return None
-    if len(rows) > limit:
-        rows = sorted(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
-    size = images.shape[1]
-    found: dict[str, list[tuple[bool, float, float]]] = {}
-    for i in rows:
-        x = to_tensor(np.asarray(images[i]), in_chans, mean, std)
-        heatmap = explain([models[int(parts[i])]], x, method="gradcam", views=("identity",))
-        mask = mask_in_frame(records[i].mask, frames[i], size)
-        peak, inside = hit(heatmap, mask)
-        found.setdefault(records[i].source, []).append((peak, inside, float(mask.mean())))
-    return {
-        "method": "gradcam, one view, the fold model that did not train on the slice",
-        "by_source": {source: _summary(values) for source, values in sorted(found.items())},
-    }
 
 
 def _summary(values: list[tuple[bool, float, float]]) -> dict[str, Any]:

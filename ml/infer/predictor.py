@@ -311,7 +311,9 @@ class Predictor:
             prepared = self.in_context([before, prepared, after])[1]
         models = self.torch_models()
         x = prepared.tensor.to(self.device)
-        heatmap = cam.explain(models, x, method=method, views=views or self.views)
+        heatmap = cam.explain(
+            models, x, method=method, views=views or self.views, layer=self.cfg.cam_layer
+        )
         return Explanation(
             name=prepared.name,
             method=method,

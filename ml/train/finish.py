@@ -259,6 +259,7 @@ def _lesion_cam(models: dict, cfg: TrainConfig, prepared: Any, results: list) ->
         mean=results[0].mean,
         std=results[0].std,
         limit=cfg.lesion_cam_slices,
+        layer=cfg.cam_layer,
         seed=cfg.seed,
     )
 

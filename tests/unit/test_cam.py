@@ -24,6 +24,7 @@ from PIL import Image
 from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 from torch import nn
 
+from ml.config import CHOICES
 from ml.data.synth import phantom_patient, window_to_uint8
 from ml.data.transforms import to_tensor
 from ml.data.tta import VIEWS
@@ -321,6 +322,35 @@ def test_target_layer_is_the_last_convolutional_stage() -> None:
     vit = StrokeNet(timm.create_model("test_vit", num_classes=0), 8)
     with pytest.raises(ValueError, match="convolutional"):
         cam.target_layer(vit)
+
+
+def test_stride16_layer_is_the_last_stage_at_stride_16() -> None:
+    effnet = StrokeNet(timm.create_model("tf_efficientnet_lite0", num_classes=0), 8)
+    assert cam.target_layer(effnet, "stride16") is effnet.backbone.blocks[4]
+    resnet = StrokeNet(timm.create_model("test_resnet", num_classes=0), 8)
+    assert cam.target_layer(resnet, "stride16") is resnet.backbone.layer3
+    vit = StrokeNet(timm.create_model("test_vit", num_classes=0), 8)
+    with pytest.raises(ValueError, match="stride 16"):
+        cam.target_layer(vit, "stride16")
+    with pytest.raises(ValueError, match="unknown CAM layer"):
+        cam.target_layer(effnet, "stride8")
+    assert CHOICES["cam_layer"] == cam.LAYERS  # the setting offers exactly the layers there are
+
+
+def test_the_finer_layer_has_a_grid_twice_as_fine(tiny: StrokeNet) -> None:
+    grids = {}
+    for layer in cam.LAYERS:
+
+        def keep_grid(_module, _inputs, out, layer=layer) -> None:
+            grids[layer] = tuple(out.shape[-2:])
+
+        handle = cam.target_layer(tiny, layer).register_forward_hook(keep_grid)
+        with torch.no_grad():
+            tiny(torch.randn(1, 3, 64, 64))
+        handle.remove()
+    assert grids == {"last": (2, 2), "stride16": (4, 4)}
+    heat = cam.explain([tiny], torch.randn(3, 64, 64), views=("identity",), layer="stride16")
+    assert heat.shape == (64, 64) and heat.max() == pytest.approx(1.0)
 
 
 def test_hooks_and_gradients_are_gone_afterwards(tiny: StrokeNet) -> None:

@@ -6,17 +6,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from ml.bundle import BundleError, load_bundle
+from ml.bundle import BundleError, load_bundle, write_manifest
 from ml.data.dataset import natural_key
 from ml.data.headct import NOT_HEAD_CT
 from ml.data.readers import UnreadableImage
 from ml.data.synth import write_ct_dicom
+from ml.explain import cam
 from ml.infer.predictor import Predictor
 
 pytestmark = pytest.mark.slow
@@ -168,6 +171,29 @@ def test_explain_returns_a_map_an_overlay_and_a_faithfulness_figure(
     assert explanation.heatmap.min() >= 0.0 and explanation.heatmap.max() <= 1.0
     assert Image.open(io.BytesIO(explanation.overlay_png)).size == (size, size)
     assert {"drop_top", "drop_random"} <= set(explanation.faithfulness)
+
+
+def test_a_bundle_from_before_the_cam_layer_setting_keeps_drawing_the_last_stage(
+    tiny_bundle: Path, phantom_data: Path, tmp_path: Path
+) -> None:
+    """Its recorded CAM figures describe the last stage, so its maps must come from there."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_bundle, old)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    assert config.pop("cam_layer") == "stride16"  # what a new bundle draws
+    (old / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    manifest = json.loads((old / "manifest.json").read_text())
+    made = {"bundle_id", "format", "files", "packages"}  # what write_manifest makes again
+    write_manifest(old, **{k: v for k, v in manifest.items() if k not in made})
+    image = next(phantom_data.rglob("*.png"))
+    maps = {}
+    for name, path in (("new", tiny_bundle), ("old", old)):
+        predictor = Predictor.from_bundle(path, backend="torch")
+        maps[name] = (predictor.cfg.cam_layer, predictor.explain(image).heatmap)
+    models, x = predictor.torch_models(), predictor.prepare(image).tensor
+    assert maps["new"][0] == "stride16" and maps["old"][0] == "last"
+    assert np.allclose(maps["old"][1], cam.explain(models, x, views=predictor.views, layer="last"))
+    assert not np.allclose(maps["new"][1], maps["old"][1])
 
 
 def test_an_image_that_is_no_head_ct_is_flagged_not_labelled_with_confidence(

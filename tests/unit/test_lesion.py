@@ -3,16 +3,22 @@ two figures (peak inside, heat inside) are what they say."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
+import torch
 from PIL import Image
 
 from ml.data.cache import network_frame
+from ml.data.dataset import SliceRecord
 from ml.data.masks import lesion_region, mask_in_frame
 from ml.data.synth import BRAIN_WINDOW, phantom_patient, window_to_uint8
-from ml.explain.lesion import hit
+from ml.explain.cam import LAYERS
+from ml.explain.lesion import cam_in_lesion, hit
+from ml.models.network import StrokeNet
 
 
 def test_the_mask_lands_on_the_lesion_after_the_head_crop(tmp_path: Path) -> None:
@@ -67,3 +73,68 @@ def test_an_outlined_lesion_is_filled() -> None:
     two = ring | np.roll(ring, 50, axis=0)  # two lesions stay two
     assert not lesion_region(two)[64 + 25, 60]
     assert not lesion_region(np.zeros((8, 8), bool)).any()
+
+
+def test_every_layer_is_measured_out_of_fold_and_on_held_out_patients(tmp_path: Path) -> None:
+    """Two fold models, slices of folds 1 and 2 and of the holdout (part 0): each part's lesion
+    slices are counted where they belong, at every layer, and the bundle's layer is named."""
+    size, frame = 64, (1.0, 0.0, 0.0)
+    mask = np.zeros((size, size), bool)
+    mask[20:40, 20:40] = True
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (5, size, size, 3), dtype=np.uint8)
+    records = [
+        SliceRecord(
+            tmp_path / f"{i}.png",
+            f"{i}.png",
+            1,
+            "Stroke",
+            str(i),
+            slice_known=True,
+            source="site",
+            mask=tmp_path / "mask.png",
+        )
+        for i in range(5)
+    ]
+    records[4] = dataclasses.replace(records[4], label=0)  # no lesion: not counted
+    parts = np.array([1, 2, 0, 0, 0])
+    torch.manual_seed(0)
+    models = {
+        fold: StrokeNet(timm.create_model("test_efficientnet", num_classes=0), 8).eval()
+        for fold in (1, 2)
+    }
+    figures = cam_in_lesion(
+        models,
+        images,
+        records,
+        parts,
+        np.array([frame] * 5),
+        in_chans=3,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        limit=10,
+        layer="stride16",
+    )
+    assert figures is not None and figures["layer"] == "stride16"
+    assert set(figures["by_layer"]) == set(LAYERS)
+    assert figures["by_source"] == figures["by_layer"]["stride16"]
+    assert figures["by_source"]["site"]["slices"] == 2
+    held_out = figures["holdout"]["by_layer"]
+    assert {layer: f["site"]["slices"] for layer, f in held_out.items()} == {
+        layer: 2 for layer in LAYERS
+    }
+    assert held_out["last"]["site"]["lesion_area"] == pytest.approx(mask.mean())
+    no_holdout = cam_in_lesion(
+        models,
+        images,
+        records,
+        np.array([1, 2, 1, 2, 1]),
+        np.array([frame] * 5),
+        in_chans=3,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+        limit=10,
+    )
+    assert no_holdout is not None and "holdout" not in no_holdout
+    assert no_holdout["by_source"]["site"]["slices"] == 4

@@ -41,6 +41,16 @@ def test_each_source_is_reported_on_its_own(slice_label_bundle: Path) -> None:
     cam = figures["cam_in_lesion"]["by_source"]
     assert list(cam) == ["site"] and cam["site"]["slices"] == used_lesions(figures)
     assert 0.0 <= cam["site"]["peak_in_lesion"] <= 1.0
+    assert figures["cam_in_lesion"]["layer"] == "stride16"  # the default, which the bundle draws
+    assert cam == figures["cam_in_lesion"]["by_layer"]["stride16"]
+    coarse = figures["cam_in_lesion"]["by_layer"]["last"]["site"]  # the other layer, same slices
+    assert coarse["slices"] == cam["site"]["slices"]
+    card = (slice_label_bundle / "model_card.md").read_text()
+    assert "Grad-CAM (stride16 layer) against the lesion masks of site" in card
+    assert f"other CAM layers: last {100 * coarse['peak_in_lesion']:.1f}% (site)" in card
+    level = site["position"]  # what the slice's level alone scores, out of fold
+    assert 0.0 <= level["baseline_roc_auc"] <= 1.0 and level["levels"] == 10
+    assert "- site: the slice's level alone" in card
     used = {u["source"]: u for u in figures["labels"]}
     assert used["folder"]["labels_file"]["file"] == "slice_labels.csv"
     assert used["site"]["masks"] == used["site"]["slices"]
