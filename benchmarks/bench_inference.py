@@ -8,7 +8,8 @@
 (b) ours, torch: `Predictor` with backend torch (views batched, channels_last, inference_mode),
     under tcmalloc when it is installed;
 (c) ours, ONNX: `Predictor` with backend onnx on the bundle's export;
-(d-f) ours, OpenVINO in float32, bfloat16 and int8 (NNCF post-training quantisation): each only
+(d-f) ours, OpenVINO in float32, bfloat16, mixed (the stem and first three stages in float32,
+    bfloat16 after) and int8 (NNCF post-training quantisation): each only
     if it passed `ml export`'s check against torch float32 on the bundle's out-of-fold slices
     (the largest probability difference, the ROC-AUC difference and the labels flipped at the
     active threshold are printed beside it). OpenVINO runs without tcmalloc, beside which it
@@ -45,13 +46,14 @@ import torch
 
 REPEATS = 3
 STUDY_SLICES = 30
-PRECISIONS = ("f32", "bf16", "int8")
+PRECISIONS = ("f32", "bf16", "mixed", "int8")
 LABELS = {
     "plain": "(a) plain loop, batch 1",
     "torch": "(b) ours, torch backend",
     "onnx": "(c) ours, ONNX Runtime",
     "openvino-f32": "(d) ours, OpenVINO float32",
     "openvino-bf16": "(e) ours, OpenVINO bfloat16",
+    "openvino-mixed": "(e2) ours, OpenVINO float32 stem and 3 stages, bfloat16 after",
     "openvino-int8": "(f) ours, OpenVINO int8",
 }
 

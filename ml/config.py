@@ -179,7 +179,7 @@ class TrainConfig:
 # Inference options, here so that `--help` need not import torch.
 BACKENDS = ("auto", "torch", "onnx", "openvino")
 # auto: the fastest variant that passed its check (ml.infer.openvino); f32 where exactness matters
-PRECISIONS = ("auto", "f32", "bf16", "int8")
+PRECISIONS = ("auto", "f32", "bf16", "mixed", "int8")
 VIEW_AGGREGATIONS = ("mean", "median", "max")
 # How processes started by torchrun share a run (ml.train.distributed); not a field: it changes who
 # computes, not the recipe, so a run can be resumed with another number of processes.

@@ -29,7 +29,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     export = commands.add_parser(
         "export",
-        help="export a bundle's fold models to ONNX and OpenVINO (f32, bf16, int8), each "
+        help="export a bundle's fold models to ONNX and OpenVINO (f32, bf16, mixed, int8), each "
         "checked against torch",
         description="Reduced precisions are checked on the bundle's out-of-fold slices, found "
         "in --data by content; without --data only float32 is checked, on phantoms.",
@@ -49,7 +49,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--precision",
         action="append",
         choices=PRECISIONS[1:],
-        help="OpenVINO precisions to make and check (default: all three)",
+        help="OpenVINO precisions to make and check (default: all of them)",
     )
     export.add_argument(
         "--oof-slices",

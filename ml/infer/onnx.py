@@ -47,7 +47,7 @@ def export_bundle(path: Path | str, *, data: Path | None = None, check_slices: i
     for fold, model in enumerate(load_fold_models(bundle.all_fold_weights(), cfg), start=1):
         model = model.to(memory_format=torch.contiguous_format)
         target = out / f"fold_{fold}.onnx"
-        _export_one(model, batch[:1], target)
+        export_module(model, batch[:1], target)
         session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
         with torch.inference_mode():
             expected = model(batch).numpy()
@@ -89,7 +89,8 @@ def export_matches(bundle: Bundle) -> bool:
     return all((folder / n).is_file() and sha256_file(folder / n) == d for n, d in files.items())
 
 
-def _export_one(model: torch.nn.Module, example: torch.Tensor, target: Path) -> None:
+def export_module(model: torch.nn.Module, example: torch.Tensor, target: Path) -> None:
+    """One module (whose forward takes `x`) as ONNX with a dynamic batch size."""
     batch = torch.export.Dim("batch", min=1, max=1024)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates its steps
         torch.onnx.export(

@@ -1,10 +1,11 @@
 """The OpenVINO backend: the fold models compiled for this CPU in float32, bfloat16 or int8.
 
 What it runs comes from `BUNDLE/openvino/`, which `python -m ml export` writes (ml.infer.ov_export):
-the int8 models (quantised with NNCF on the bundle's training slices) and a manifest that records
-the weights they were made from and, per precision, the check against torch float32 on the
-bundle's out-of-fold slices. float32 and bfloat16 compile the ONNX export; bfloat16 is an
-inference-precision setting of the CPU plugin, not a separate file.
+the int8 models (quantised with NNCF on the bundle's training slices), each fold cut in two for
+`mixed` (a float32 first part, a bfloat16 rest), and a manifest that records the weights they
+were made from and, per precision, the check against torch float32 on the bundle's out-of-fold
+slices. float32 and bfloat16 compile the ONNX export; bfloat16 is an inference-precision setting
+of the CPU plugin, not a separate file.
 
 A precision is used only when its check passed, for these weights, and this CPU supports it:
 - a variant that failed its check is refused with the check's figures (`PrecisionRefused`);
@@ -26,13 +27,27 @@ from ml.errors import UserError
 from ml.hashing import sha256_file
 
 OPENVINO_DIR = "openvino"
-PRECISIONS = ("f32", "bf16", "int8")
+# mixed: the stem and first stages in float32, the rest in bfloat16. A fine-tuned network can
+# amplify what its first layers round off: on a trained Lite0 the stem alone in bf16 moved the
+# probability by up to 0.2, every later stage by far less (benchmarks/RESULTS.md).
+PRECISIONS = ("f32", "bf16", "mixed", "int8")
 # OpenVINO's name for each precision in OPTIMIZATION_CAPABILITIES
-CAPABILITY = {"f32": "FP32", "bf16": "BF16", "int8": "INT8"}
+CAPABILITY = {"f32": "FP32", "bf16": "BF16", "mixed": "BF16", "int8": "INT8"}
 
 
 class PrecisionRefused(UserError):
     """A reduced-precision variant that failed its accuracy check, or was never checked."""
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Two compiled models run one after the other, called like one compiled model."""
+
+    first: Any
+    second: Any
+
+    def __call__(self, batch: np.ndarray) -> Any:
+        return self.second(self.first(batch)[0])
 
 
 @dataclass(frozen=True)
@@ -53,7 +68,7 @@ def installed() -> bool:
 
 @cache
 def cpu_capabilities() -> frozenset[str]:
-    """The precisions this CPU runs natively, as OpenVINO reports them (f32, bf16, int8)."""
+    """The precisions this CPU runs natively, as OpenVINO reports them (mixed needs bf16)."""
     import openvino as ov
 
     reported = set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
@@ -144,6 +159,13 @@ def compile_fold(
 
     core = core or ov.Core()
     folder = bundle.path / OPENVINO_DIR
+    if precision == "mixed":
+        early = core.read_model(str(folder / f"fold_{fold}.mixed_early.xml"))
+        late = core.read_model(str(folder / f"fold_{fold}.mixed_late.xml"))
+        return Chain(
+            core.compile_model(early, "CPU", compile_config("f32", threads)),
+            core.compile_model(late, "CPU", compile_config("bf16", threads)),
+        )
     if precision == "int8":
         model = core.read_model(str(folder / f"fold_{fold}.int8.xml"))
     else:

@@ -1,6 +1,6 @@
 """`python -m ml export BUNDLE --data DIR`: the OpenVINO variants, each checked before use.
 
-For every precision (f32, bf16, int8) and every fold model, the bundle's out-of-fold slices
+For every precision (f32, bf16, mixed, int8) and every fold model, the bundle's out-of-fold slices
 (found in the given data by content, through `oof.csv`'s hashes) are scored by that fold's
 model in torch float32 and in the variant; the check records
 - the largest probability difference,
@@ -45,6 +45,11 @@ NEEDS_DATA = (
     "give its training data with --data"
 )
 CALIBRATION_SLICES = 128  # per fold, from its training part
+# mixed: stages kept in float32 after the stem. On a trained Lite0 (1,000 OOF slices) bf16 from
+# stage 1 on moved probabilities by up to 0.098, from stage 2 on 0.041, from stage 3 on 0.031
+# (bf16 throughout: 0.38); one fold model, 3 views: 8.3 ms mixed from stage 3, against 11.7 ms
+# in float32 and 6.8 ms in bf16 (benchmarks/RESULTS.md).
+FLOAT_STAGES = 3
 CHUNK = 16  # slices per forward pass
 TIMED_SLICES = 4
 
@@ -97,6 +102,8 @@ def export_openvino(
         try:
             if precision == "int8":
                 _quantise(bundle, checks, calibration_slices, core, out)
+            if precision == "mixed":
+                _split(reference, checks.tensors[:1], core, out)
             runners = {
                 k: _ov_runner(ov_backend.compile_fold(bundle, k, precision, core=core))
                 for k in range(1, bundle.folds + 1)
@@ -312,6 +319,58 @@ def _time(probabilities: Callable, checks: CheckSet) -> float:
         probabilities(batch)
         best = min(best, time.perf_counter() - began)
     return 1000 * best / len(batch)
+
+
+# ---- mixed -------------------------------------------------------------------------------------
+
+
+class Part(torch.nn.Module):
+    """Some of a fold model's layers, in order, exported on their own."""
+
+    def __init__(self, *layers: torch.nn.Module) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def split_early_stages(model: torch.nn.Module) -> tuple[Part, Part]:
+    """(the stem and the first FLOAT_STAGES stages, the rest up to the logit) of an EfficientNet
+    fold model."""
+    net = model.backbone
+    if not all(hasattr(net, name) for name in ("conv_stem", "bn1", "blocks", "conv_head")):
+        raise ValueError("mixed precision cuts EfficientNet backbones only (stem, blocks, head)")
+    early = Part(net.conv_stem, net.bn1, *net.blocks[:FLOAT_STAGES])
+    late = Part(*net.blocks[FLOAT_STAGES:], net.conv_head, net.bn2, net.global_pool, model.head)
+    return early.eval(), late.eval()
+
+
+def _split(predictor, example: torch.Tensor, core, out: Path) -> None:
+    """Each fold cut in two and saved as OpenVINO models, after checking that the two parts
+    chained give the whole model's logits."""
+    import tempfile
+
+    import openvino as ov
+
+    from ml.infer.onnx import export_module
+
+    for k, model in zip(predictor.folds, predictor.torch_models(), strict=True):
+        model = model.cpu().to(memory_format=torch.contiguous_format)
+        early, late = split_early_stages(model)
+        with torch.no_grad():
+            x = example.detach().clone().contiguous()
+            middle = early(x)
+            if not torch.allclose(late(middle), model(x), atol=1e-5):
+                raise RuntimeError(f"fold {k}: the two parts do not give the whole model's logit")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, part, first in (("early", early, x), ("late", late, middle.contiguous())):
+                onnx_file = Path(tmp) / f"{name}.onnx"
+                export_module(part, first, onnx_file)
+                target = out / f"fold_{k}.mixed_{name}.xml"
+                ov.save_model(core.read_model(str(onnx_file)), str(target), compress_to_fp16=False)
 
 
 # ---- int8 --------------------------------------------------------------------------------------

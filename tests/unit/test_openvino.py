@@ -9,16 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
+import torch
 
 from ml.bundle import load_bundle
 from ml.infer import openvino as ov_backend
 from ml.infer import predictor as predictor_module
-from ml.infer.openvino_export import LIMITS, judge, resolved_auc_diff
+from ml.infer.openvino_export import LIMITS, judge, resolved_auc_diff, split_early_stages
 from ml.infer.predictor import Predictor
+from ml.models.network import StrokeNet
 from ml.runtime import may_run_openvino
 
 pytestmark = pytest.mark.slow
-ALL = frozenset({"f32", "bf16", "int8"})
+ALL = frozenset({"f32", "bf16", "mixed", "int8"})
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +68,12 @@ def test_each_precision_is_checked_on_the_out_of_fold_slices(exported: Path) -> 
     f32 = manifest["checks"]["f32"]
     assert f32["passed"] and f32["max_prob_diff"] < 1e-4 and f32["flips"] == 0
     assert "out-of-fold slices" in manifest["checked_on"]
-    assert sorted(manifest["files"]) == [
-        f"fold_{k}.int8.{ext}" for k in (1, 2, 3) for ext in ("bin", "xml")
-    ]
+    assert sorted(manifest["files"]) == sorted(
+        f"fold_{k}.{variant}.{ext}"
+        for k in (1, 2, 3)
+        for variant in ("int8", "mixed_early", "mixed_late")
+        for ext in ("bin", "xml")
+    )
     assert {"torch/f32", "onnx/f32", "openvino/f32"} <= set(manifest["ms_per_slice"])
     assert load_bundle(exported).card()["inference"]["checks"] == manifest["checks"]
 
@@ -79,6 +85,33 @@ def test_openvino_float32_matches_torch(exported: Path, phantom_data: Path, cpu)
     reference = Predictor.from_bundle(exported, backend="torch").predict(paths)
     for a, b in zip(ours.predict(paths), reference, strict=True):
         assert a.fold_probabilities == pytest.approx(b.fold_probabilities, abs=1e-5)
+
+
+def test_the_two_mixed_parts_chained_are_the_whole_model() -> None:
+    torch.manual_seed(0)
+    model = StrokeNet(timm.create_model("test_efficientnet", num_classes=0), 8).eval()
+    early, late = split_early_stages(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(late(early(x)), model(x), atol=1e-6)
+    resnet = StrokeNet(timm.create_model("test_resnet", num_classes=0), 8)
+    with pytest.raises(ValueError, match="EfficientNet"):
+        split_early_stages(resnet)
+
+
+def test_mixed_runs_its_first_part_in_float32(edited, phantom_data: Path, cpu) -> None:
+    bundle = edited({"mixed": True})
+    ours = Predictor.from_bundle(bundle, backend="openvino", precision="mixed")
+    chains = ours._openvino()
+    assert all(isinstance(c, ov_backend.Chain) for c in chains)
+    import openvino as ov
+
+    assert {c.first.get_property("INFERENCE_PRECISION_HINT") for c in chains} == {ov.Type.f32}
+    paths = sorted(phantom_data.rglob("*.png"))[:4]
+    reference = Predictor.from_bundle(bundle, backend="torch").predict(paths)
+    checked = json.loads((bundle / "openvino" / "manifest.json").read_text())["checks"]["mixed"]
+    for a, b in zip(ours.predict(paths), reference, strict=True):
+        assert a.probability == pytest.approx(b.probability, abs=checked["max_prob_diff"] + 0.02)
 
 
 def test_auto_takes_the_fastest_precision_that_passed(edited, cpu) -> None:
