@@ -96,11 +96,7 @@ def summarise(
         "at_0.5": _at(labels[cv], oof[cv], p_labels, p_scores, 0.5, 0.5),
         "holdout": None,
         "by_source": by_source(
-            Scored.of_records(
-                [prepared.records[i] for i in np.flatnonzero(cv)],
-                oof[cv],
-                folds=[str(int(part)) for part in parts[cv]],
-            ),
+            scored_rows(prepared.records, parts, np.flatnonzero(cv), oof[cv], folds=True),
             cfg.study_aggregation,
             cfg.seed,
         ),
@@ -110,6 +106,22 @@ def summarise(
             prepared, holdout, cfg, slice_threshold, patient_threshold
         )
     return summary
+
+
+def scored_rows(
+    records: list,
+    parts: np.ndarray,
+    rows: np.ndarray,
+    probabilities: np.ndarray,
+    *,
+    folds: bool = False,
+) -> Scored:
+    """Scored slices of `records`' rows `rows`; with `folds`, each row's fold from `parts`."""
+    return Scored.of_records(
+        [records[i] for i in rows],
+        probabilities,
+        folds=[str(int(parts[i])) for i in rows] if folds else None,
+    )
 
 
 def by_source(scored: Scored, aggregation: str, seed: int) -> dict[str, Any]:
@@ -256,9 +268,7 @@ def _holdout_figures(prepared, holdout, cfg, slice_threshold, patient_threshold)
             labels, holdout, p_labels, p_scores, slice_threshold, patient_threshold
         ),
         "by_source": by_source(
-            Scored.of_records(
-                [r for r, k in zip(prepared.records, mask, strict=True) if k], holdout
-            ),
+            scored_rows(prepared.records, prepared.parts, np.flatnonzero(mask), holdout),
             cfg.study_aggregation,
             cfg.seed,
         ),

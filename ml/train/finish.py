@@ -53,7 +53,7 @@ def write_bundle(
     if holdout is not None:
         _write_predictions(out / "holdout.csv", records, hashes, parts, holdout_rows, holdout)
 
-    scored = _scored(records, parts, cv_rows, oof[cv_rows], folds=True)
+    scored = report.scored_rows(records, parts, cv_rows, oof[cv_rows], folds=True)
     cfg, aggregation_choice = choose_aggregation(cfg, scored)
     slice_points, patient_points, active = _operating_points(cfg, scored)
     thresholds.write_thresholds(out / "thresholds.json", slice_points, active[0], level="slice")
@@ -104,7 +104,7 @@ def write_bundle(
     if holdout is not None:
         write_report(
             out / "report_holdout",
-            _scored(records, parts, holdout_rows, holdout, folds=False),
+            report.scored_rows(records, parts, holdout_rows, holdout, folds=False),
             title="Held-out patients",
             evaluated_on="holdout patients, never used for training, selection or thresholds",
             **report_options,
@@ -261,14 +261,6 @@ def _lesion_cam(models: dict, cfg: TrainConfig, prepared: Any, results: list) ->
         limit=cfg.lesion_cam_slices,
         layer=cfg.cam_layer,
         seed=cfg.seed,
-    )
-
-
-def _scored(records, parts, rows, probabilities, *, folds: bool) -> Scored:
-    return Scored.of_records(
-        [records[i] for i in rows],
-        probabilities,
-        folds=[str(int(parts[i])) for i in rows] if folds else None,
     )
 
 
