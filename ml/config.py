@@ -85,6 +85,11 @@ class TrainConfig:
     # optimisation
     epochs: int = _f(14, "training epochs per fold")
     freeze_epochs: int = _f(2, "epochs at the start with the backbone frozen (head only)")
+    frozen_stages: int = _f(
+        0,
+        "the stem and this many first stages of an EfficientNet backbone keep their pretrained "
+        "weights and BatchNorm statistics for the whole run (0 = all train)",
+    )
     batch_size: int = _f(32, "images per optimisation step")
     lr: float = _f(3e-4, "peak learning rate of the backbone")
     head_lr: float = _f(1e-3, "peak learning rate of the head")
@@ -220,6 +225,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("holdout_frac must be in [0, 0.5)")
     if cfg.epochs < 1 or not 0 <= cfg.freeze_epochs <= cfg.epochs:
         raise ValueError("need epochs >= 1 and 0 <= freeze_epochs <= epochs")
+    if cfg.frozen_stages < 0:
+        raise ValueError("frozen_stages must be >= 0")
     if cfg.pretrained == "file" and not cfg.pretrained_file:
         raise ValueError("pretrained=file needs pretrained_file")
     if not 0.0 <= cfg.label_smoothing < 1.0 or cfg.mixup_alpha < 0:

@@ -1,7 +1,8 @@
 """The OpenVINO backend: the fold models compiled for this CPU in float32, bfloat16 or int8.
 
 What it runs comes from `BUNDLE/openvino/`, which `python -m ml export` writes (ml.infer.ov_export):
-the int8 models (quantised with NNCF on the bundle's training slices), each fold cut in two for
+the int8 models (quantised with NNCF on the bundle's training slices, the stem and first stages
+left in float32 as in `mixed`), each fold cut in two for
 `mixed` (a float32 first part, a bfloat16 rest), and a manifest that records the weights they
 were made from and, per precision, the check against torch float32 on the bundle's out-of-fold
 slices. float32 and bfloat16 compile the ONNX export; bfloat16 is an inference-precision setting

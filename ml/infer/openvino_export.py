@@ -11,7 +11,8 @@ model in torch float32 and in the variant; the check records
 - how many slices change label at the bundle's active slice threshold,
 and passes when all three are within LIMITS. int8 models are quantised by NNCF
 (post-training, no fine-tuning), each fold calibrated on slices of its own training part, so
-that its check runs on slices it has never seen. Each variant's speed on this machine (ms per
+that its check runs on slices it has never seen; the stem and first FLOAT_STAGES stages stay in
+float32, as in `mixed`. Each variant's speed on this machine (ms per
 slice for the whole ensemble) is measured here too: `auto` picks the fastest one that passed.
 
 Without data, only float32 is checked, against torch on synthetic phantoms.
@@ -37,6 +38,7 @@ from ml.infer import openvino as ov_backend
 from ml.infer.onnx import export_bundle, export_matches, listed_images, phantom_sources
 from ml.infer.prepare import order_slices
 from ml.metrics.scores import roc_auc
+from ml.models.network import early_stages
 
 LIMITS = {"max_prob_diff": 0.05, "max_auc_diff": 0.005, "max_flip_share": 0.005}
 TIE_MARGIN = 1e-3  # probability: torch scores closer than this count as a tie in the ROC-AUC test
@@ -101,7 +103,7 @@ def export_openvino(
             continue
         try:
             if precision == "int8":
-                _quantise(bundle, checks, calibration_slices, core, out)
+                kept = _quantise(reference, checks, calibration_slices, core, out)
             if precision == "mixed":
                 _split(reference, checks.tensors[:1], core, out)
             runners = {
@@ -113,6 +115,8 @@ def export_openvino(
             continue
         probs = _fold_probs(checks, reference.views, runners)
         results[precision] = judge(torch_probs, probs, checks.labels, threshold, limits)
+        if precision == "int8":
+            results[precision]["float_convolutions"] = kept
         ensemble = _ensemble_runner(list(runners.values()), reference.views)
         timings[f"openvino/{precision}"] = _time(ensemble, checks)
     manifest = {
@@ -341,9 +345,7 @@ def split_early_stages(model: torch.nn.Module) -> tuple[Part, Part]:
     """(the stem and the first FLOAT_STAGES stages, the rest up to the logit) of an EfficientNet
     fold model."""
     net = model.backbone
-    if not all(hasattr(net, name) for name in ("conv_stem", "bn1", "blocks", "conv_head")):
-        raise ValueError("mixed precision cuts EfficientNet backbones only (stem, blocks, head)")
-    early = Part(net.conv_stem, net.bn1, *net.blocks[:FLOAT_STAGES])
+    early = Part(*early_stages(net, FLOAT_STAGES))
     late = Part(*net.blocks[FLOAT_STAGES:], net.conv_head, net.bn2, net.global_pool, model.head)
     return early.eval(), late.eval()
 
@@ -376,13 +378,18 @@ def _split(predictor, example: torch.Tensor, core, out: Path) -> None:
 # ---- int8 --------------------------------------------------------------------------------------
 
 
-def _quantise(bundle, checks: CheckSet, count: int, core, out: Path) -> None:
-    """Post-training int8 quantisation of each fold, calibrated on its own training slices."""
+def _quantise(predictor, checks: CheckSet, count: int, core, out: Path) -> int:
+    """Post-training int8 quantisation of each fold, calibrated on its own training slices. As in
+    `mixed`, the stem and the first FLOAT_STAGES stages of an EfficientNet stay in float32 (NNCF's
+    ignored scope): quantised, they moved a trained Lite0's probabilities by up to 0.96. Returns
+    how many convolutions each fold keeps in float32."""
     import nncf
     import openvino as ov
 
+    bundle = predictor.bundle
     rng = np.random.default_rng(0)
-    for k in range(1, bundle.folds + 1):
+    kept = 0
+    for k, torch_model in zip(predictor.folds, predictor.torch_models(), strict=True):
         pool = np.flatnonzero(checks.folds != k)
         picked = rng.choice(pool, size=min(count, len(pool)), replace=False)
         views = list(VIEWS)
@@ -391,13 +398,45 @@ def _quantise(bundle, checks: CheckSet, count: int, core, out: Path) -> None:
             for i, j in enumerate(picked)
         ]
         model = core.read_model(str(bundle.path / "onnx" / f"fold_{k}.onnx"))
+        floats = float_convolutions(torch_model, model)
+        kept = len(floats)
         quantised = nncf.quantize(
             model,
             nncf.Dataset(samples),
             subset_size=len(samples),
             fast_bias_correction=True,
+            ignored_scope=nncf.IgnoredScope(names=floats) if floats else None,
         )
         ov.save_model(quantised, str(out / f"fold_{k}.int8.xml"), compress_to_fp16=False)
+    return kept
+
+
+CONVOLUTIONS = ("Convolution", "GroupConvolution")
+
+
+def float_convolutions(model: torch.nn.Module, converted) -> list[str]:
+    """Names, in the OpenVINO model `converted` of the torch `model`, of the convolutions of the
+    stem and the first FLOAT_STAGES stages; none for a backbone that is not an EfficientNet.
+
+    The exporter names nodes by number, not by module, so they are found by order: every later
+    layer depends on all of them, so they come first in the graph's topological order."""
+    try:
+        early = early_stages(model.backbone, FLOAT_STAGES)
+    except ValueError:
+        return []
+    count = sum(isinstance(m, torch.nn.Conv2d) for stage in early for m in stage.modules())
+    names = [
+        op.get_friendly_name()
+        for op in converted.get_ordered_ops()
+        if op.get_type_name() in CONVOLUTIONS
+    ]
+    total = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    if len(names) != total:
+        raise RuntimeError(
+            f"the exported model has {len(names)} convolutions, the torch model {total}: "
+            "cannot tell which to keep in float32"
+        )
+    return names[:count]
 
 
 def _nncf_version() -> str | None:

@@ -38,9 +38,13 @@ class StrokeNet(nn.Module):
         dropout: float = 0.4,
         *,
         lesion_map: bool = False,
+        frozen_stages: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        if frozen_stages:
+            early_stages(backbone, frozen_stages)  # fails here, not at the first epoch
+        self.frozen_stages = frozen_stages
         self.head = nn.Sequential(
             nn.Linear(backbone.num_features, hidden),
             nn.ReLU(inplace=True),
@@ -62,17 +66,39 @@ class StrokeNet(nn.Module):
         return logits, self.lesion_map(features)
 
     def freeze_backbone(self, frozen: bool) -> None:
-        """Frozen: no gradients, and BatchNorm statistics stay those of the pretrained weights."""
+        """Frozen: no gradients, and BatchNorm statistics stay those of the pretrained weights.
+        The first `frozen_stages` stages stay frozen either way."""
         self.backbone_frozen = frozen
         for parameter in self.backbone.parameters():
             parameter.requires_grad = not frozen
+        for stage in self._early():
+            for parameter in stage.parameters():
+                parameter.requires_grad = False
         self.train(self.training)
 
     def train(self, mode: bool = True) -> StrokeNet:
         super().train(mode)
         if self.backbone_frozen:
             self.backbone.eval()
+        for stage in self._early():
+            stage.eval()
         return self
+
+    def _early(self) -> list[nn.Module]:
+        # Looked up each time: SyncBatchNorm conversion replaces the BatchNorm modules.
+        return early_stages(self.backbone, self.frozen_stages) if self.frozen_stages else []
+
+
+def early_stages(backbone: nn.Module, stages: int) -> list[nn.Module]:
+    """The stem and the first `stages` stages of an EfficientNet backbone, in order."""
+    if not all(hasattr(backbone, name) for name in ("conv_stem", "bn1", "blocks")):
+        raise ValueError(
+            f"{type(backbone).__name__} has no EfficientNet stem and stages to keep apart; "
+            "frozen_stages and the mixed precision work on EfficientNet backbones only"
+        )
+    if not 0 < stages < len(backbone.blocks):
+        raise ValueError(f"stages must be between 1 and {len(backbone.blocks) - 1}, not {stages}")
+    return [backbone.conv_stem, backbone.bn1, *backbone.blocks[:stages]]
 
 
 def build_model(
@@ -84,6 +110,7 @@ def build_model(
     head_hidden: int = 512,
     dropout: float = 0.4,
     lesion_map: bool = False,
+    frozen_stages: int = 0,
 ) -> BuiltModel:
     """Create the backbone by timm name, initialise it from the requested source, add the head."""
     if not timm.is_model(weights.base_name(backbone)):
@@ -106,7 +133,7 @@ def build_model(
             description = "none"
     cfg = timm.get_pretrained_cfg(backbone) or net.pretrained_cfg
     mean, std = _normalisation(cfg, in_chans)
-    model = StrokeNet(net, head_hidden, dropout, lesion_map=lesion_map)
+    model = StrokeNet(net, head_hidden, dropout, lesion_map=lesion_map, frozen_stages=frozen_stages)
     return BuiltModel(model, description, mean, std)
 
 
@@ -120,6 +147,7 @@ def build_from_config(cfg: TrainConfig) -> BuiltModel:
         head_hidden=cfg.head_hidden,
         dropout=cfg.dropout,
         lesion_map=cfg.mask_loss_weight > 0,
+        frozen_stages=cfg.frozen_stages,
     )
 
 

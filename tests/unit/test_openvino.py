@@ -15,9 +15,16 @@ import torch
 from ml.bundle import load_bundle
 from ml.infer import openvino as ov_backend
 from ml.infer import predictor as predictor_module
-from ml.infer.openvino_export import LIMITS, judge, resolved_auc_diff, split_early_stages
+from ml.infer.openvino_export import (
+    CONVOLUTIONS,
+    FLOAT_STAGES,
+    LIMITS,
+    judge,
+    resolved_auc_diff,
+    split_early_stages,
+)
 from ml.infer.predictor import Predictor
-from ml.models.network import StrokeNet
+from ml.models.network import StrokeNet, early_stages
 from ml.runtime import may_run_openvino
 
 pytestmark = pytest.mark.slow
@@ -76,6 +83,27 @@ def test_each_precision_is_checked_on_the_out_of_fold_slices(exported: Path) -> 
     )
     assert {"torch/f32", "onnx/f32", "openvino/f32"} <= set(manifest["ms_per_slice"])
     assert load_bundle(exported).card()["inference"]["checks"] == manifest["checks"]
+
+
+def test_int8_keeps_the_first_stages_in_float32(exported: Path) -> None:
+    import openvino as ov
+
+    model = Predictor.from_bundle(exported, backend="torch").torch_models()[0]
+    early = [
+        m
+        for stage in early_stages(model.backbone, FLOAT_STAGES)
+        for m in stage.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
+    manifest = json.loads((exported / "openvino" / "manifest.json").read_text())
+    assert manifest["checks"]["int8"]["float_convolutions"] == len(early)
+    quantised = ov.Core().read_model(str(exported / "openvino" / "fold_1.int8.xml"))
+    convolutions = [op for op in quantised.get_ordered_ops() if op.get_type_name() in CONVOLUTIONS]
+    fed_int8 = [
+        conv.input_value(0).get_node().get_type_name() == "FakeQuantize" for conv in convolutions
+    ]
+    assert not any(fed_int8[: len(early)])
+    assert all(fed_int8[len(early) :])
 
 
 def test_openvino_float32_matches_torch(exported: Path, phantom_data: Path, cpu) -> None:

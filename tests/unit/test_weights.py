@@ -112,3 +112,30 @@ def test_model_shape_and_freezing() -> None:
     assert not model.backbone.training and model.head.training  # BN statistics stay put
     model.freeze_backbone(False)
     assert model.backbone.training
+
+
+def test_frozen_stages_keep_their_weights_and_statistics_while_the_rest_learns() -> None:
+    torch.manual_seed(0)
+    model = build_model("test_efficientnet", head_hidden=16, frozen_stages=2).model
+    model.freeze_backbone(False)  # the second epoch on: the backbone trains, its start does not
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.SGD(trainable, lr=0.1)
+    for _ in range(2):
+        loss = model(torch.randn(4, 3, 48, 48)).square().mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    after = model.state_dict()
+    early = ("backbone.conv_stem.", "backbone.bn1.", "backbone.blocks.0.", "backbone.blocks.1.")
+    for key, value in before.items():
+        moved = not torch.equal(value, after[key])
+        if key.startswith(early):
+            assert not moved, key  # weights and running statistics alike
+        elif key.startswith("backbone.blocks.2.") and key.endswith(("weight", "running_mean")):
+            assert moved, key
+    with pytest.raises(ValueError, match="EfficientNet"):
+        build_model("test_resnet", frozen_stages=1)
+    with pytest.raises(ValueError, match="between 1 and 4"):
+        build_model("test_efficientnet", frozen_stages=5)
