@@ -1,4 +1,6 @@
-"""Metrics as pure functions of (labels, scores); scikit-learn where it has the metric.
+"""Metrics as pure functions of (labels, scores); scikit-learn where it has the metric, except
+ROC-AUC, computed from ranks: the same number as scikit-learn's without its per-call input checks,
+which made the 1,000-resample bootstrap intervals of a report take most of a run's finish.
 
 Each validates its inputs: equal lengths, labels 0/1, finite scores, and both classes present
 where the metric needs them.
@@ -12,7 +14,8 @@ from collections.abc import Callable, Sequence
 from statistics import NormalDist
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score
 
 AGGREGATIONS = ("mean", "max", "topk_mean", "noisy_or")
 
@@ -35,8 +38,13 @@ def validate_scores(y_true: Sequence[int], y_score: Sequence[float], *, both_cla
 
 
 def roc_auc(y_true: Sequence[int], y_score: Sequence[float]) -> float:
+    """The chance that a random positive scores above a random negative, ties counting half
+    (the Mann-Whitney statistic: the area under the ROC curve)."""
     y, p = validate_scores(y_true, y_score)
-    return float(roc_auc_score(y, p))
+    positives = int(y.sum())
+    negatives = y.size - positives
+    rank_sum = float(rankdata(p)[y == 1].sum())  # tied scores share their mean rank
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 def pr_auc(y_true: Sequence[int], y_score: Sequence[float]) -> float:

@@ -110,3 +110,16 @@ def test_bootstrap_resamples_patients_not_slices() -> None:
     point = metrics.roc_auc(y, p)
     assert by_patient[0] <= point <= by_patient[1]
     assert (by_patient[1] - by_patient[0]) > 2 * (by_slice[1] - by_slice[0])
+
+
+def test_roc_auc_is_scikit_learns_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    for size in (2, 7, 300):
+        y = rng.integers(0, 2, size)
+        y[:2] = (0, 1)
+        for scores in (rng.random(size), rng.integers(0, 4, size) / 4):  # the second full of ties
+            assert metrics.roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert metrics.roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
+    assert metrics.roc_auc([0, 1], [0.5, 0.5]) == 0.5
