@@ -9,7 +9,8 @@
     under tcmalloc when it is installed;
 (c) ours, ONNX: `Predictor` with backend onnx on the bundle's export;
 (d-f) ours, OpenVINO in float32, bfloat16, mixed (the stem and first three stages in float32,
-    bfloat16 after) and int8 (NNCF post-training quantisation): each only
+    bfloat16 after) and int8 (NNCF post-training quantisation, the same first stages left in
+    float32): each only
     if it passed `ml export`'s check against torch float32 on the bundle's out-of-fold slices
     (the largest probability difference, the ROC-AUC difference and the labels flipped at the
     active threshold are printed beside it). OpenVINO runs without tcmalloc, beside which it
@@ -54,7 +55,7 @@ LABELS = {
     "openvino-f32": "(d) ours, OpenVINO float32",
     "openvino-bf16": "(e) ours, OpenVINO bfloat16",
     "openvino-mixed": "(e2) ours, OpenVINO float32 stem and 3 stages, bfloat16 after",
-    "openvino-int8": "(f) ours, OpenVINO int8",
+    "openvino-int8": "(f) ours, OpenVINO float32 stem and 3 stages, int8 after",
 }
 
 
