@@ -30,6 +30,7 @@ def test_presets_exist_and_differ_only_in_data() -> None:
         192,
     )
     assert (cpu.epochs, cpu.freeze_epochs, cpu.study_aggregation) == (3, 1, "auto")
+    assert (cpu.frozen_stages, reference.frozen_stages) == (3, 0)
 
 
 def test_unknown_preset_lists_the_choices() -> None:
