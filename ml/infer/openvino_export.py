@@ -329,7 +329,9 @@ def _time(probabilities: Callable, checks: CheckSet) -> float:
 
 
 class Part(torch.nn.Module):
-    """Some of a fold model's layers, in order, exported on their own."""
+    """Some of a fold model's layers, in order, exported on their own. Not `nn.Sequential`:
+    `export_module` names the dynamic batch axis after a `forward(x)`, and Sequential's argument
+    is called `input`."""
 
     def __init__(self, *layers: torch.nn.Module) -> None:
         super().__init__()
