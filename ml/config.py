@@ -126,9 +126,14 @@ class TrainConfig:
     )
     mask_loss_weight: float = _f(
         0.0,
-        "weight of an auxiliary loss that trains a lesion map (a 1x1 conv on the backbone's last "
-        "feature map) on the slices whose source has lesion masks; the map is dropped from the "
-        "saved model (0 = off)",
+        "weight of an auxiliary loss that trains a lesion map (a 1x1 conv on a backbone feature "
+        "map, mask_layer) on the slices whose source has lesion masks; the map is dropped from "
+        "the saved model (0 = off)",
+    )
+    mask_layer: str = _f(
+        "last",
+        "feature map the lesion map reads (mask_loss_weight): last (the last conv stage, stride "
+        "32) | stride16 (the last stage at stride 16, the grid Grad-CAM is drawn from by default)",
     )
     lesion_cam_slices: int = _f(
         300,
@@ -193,6 +198,7 @@ DISTRIBUTED_TIMEOUT_MIN = 30.0  # the longest one process waits for another
 
 CHOICES = {
     "cam_layer": ("last", "stride16"),  # ml.explain.cam.LAYERS, which says what each means
+    "mask_layer": ("last", "stride16"),  # ml.models.network.StrokeNet
     "pretrained": ("auto", "file", "hub", "packaged", "none"),
     "input_mode": ("slice", "neighbours", "neighbours_aligned"),
     "loss": ("focal", "bce"),

@@ -26,7 +26,7 @@ from timm.models.efficientnet import EfficientNet
 from torch import nn
 
 from ml.data.tta import build_views
-from ml.models.network import StrokeNet
+from ml.models.network import StrokeNet, stage_at
 
 # gradcam: feature maps weighted by the mean gradient of the stroke logit. gradcam++: weighted by
 # positive gradients, pixel by pixel, which can show several lesions better. eigencam: the first
@@ -89,7 +89,7 @@ def target_layer(model: StrokeNet, layer: str = "last") -> nn.Module:
         raise ValueError(f"unknown CAM layer {layer!r}; choose one of {', '.join(LAYERS)}")
     backbone = model.backbone
     if layer == "stride16":
-        return _stage_at(backbone, 16)
+        return backbone.get_submodule(stage_at(backbone, 16)[0])
     if isinstance(backbone, EfficientNet) and isinstance(
         getattr(backbone, "conv_head", None), nn.Conv2d
     ):
@@ -108,23 +108,6 @@ def target_layer(model: StrokeNet, layer: str = "last") -> nn.Module:
         "class-activation map from; choose a convolutional backbone (EfficientNet, ResNet, "
         "ConvNeXt, ...)"
     )
-
-
-def _stage_at(backbone: nn.Module, reduction: int) -> nn.Module:
-    """The last convolutional feature stage `backbone` reports at `reduction` (timm's
-    `feature_info`). A transformer's blocks report a reduction too, but have no spatial grid."""
-    feature_info = getattr(backbone, "feature_info", None)
-    stages = [
-        backbone.get_submodule(f["module"])
-        for f in (feature_info if isinstance(feature_info, list) else [])
-        if f.get("reduction") == reduction and "module" in f
-    ]
-    if not stages or not any(isinstance(m, nn.Conv2d) for m in stages[-1].modules()):
-        raise ValueError(
-            f"backbone {type(backbone).__name__} reports no convolutional stage at stride "
-            f"{reduction}; use the CAM layer 'last'"
-        )
-    return stages[-1]
 
 
 def explain(

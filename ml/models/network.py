@@ -26,9 +26,11 @@ class StrokeNet(nn.Module):
     `forward` returns logits of shape (N, 1): one target column keeps Grad-CAM's
     `ClassifierOutputTarget(0)` meaningful for this single-logit model.
 
-    With `lesion_map`, training also has a 1x1 conv that reads a lesion logit per cell of the
-    backbone's last feature map (`forward(x, with_map=True)`), trained against lesion masks. It
-    only shapes the features: `LESION_MAP` keys are left out of saved weights.
+    With `lesion_map`, training also has a 1x1 conv that reads a lesion logit per cell of a
+    backbone feature map (`forward(x, with_map=True)`), trained against lesion masks: the last
+    one, or with `lesion_layer="stride16"` the last stage at stride 16 (the grid the product's
+    Grad-CAM is drawn from). It only shapes the features: `LESION_MAP` keys are left out of
+    saved weights.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class StrokeNet(nn.Module):
         dropout: float = 0.4,
         *,
         lesion_map: bool = False,
+        lesion_layer: str = "last",
         frozen_stages: int = 0,
     ) -> None:
         super().__init__()
@@ -51,7 +54,14 @@ class StrokeNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, 1),
         )
-        self.lesion_map = nn.Conv2d(backbone.num_features, 1, 1) if lesion_map else None
+        self.lesion_map, self.lesion_stage = None, ""
+        if lesion_map:
+            channels = backbone.num_features
+            if lesion_layer == "stride16":
+                self.lesion_stage, channels = stage_at(backbone, 16)
+            elif lesion_layer != "last":
+                raise ValueError(f"unknown lesion map layer {lesion_layer!r}; use last or stride16")
+            self.lesion_map = nn.Conv2d(channels, 1, 1)
         self.backbone_frozen = False
 
     def forward(
@@ -61,9 +71,20 @@ class StrokeNet(nn.Module):
             return self.head(self.backbone(x))
         if self.lesion_map is None:
             raise ValueError("this model was built without a lesion map")
-        features = self.backbone.forward_features(x)
+        if not self.lesion_stage:
+            features = self.backbone.forward_features(x)
+            mapped = features
+        else:  # the stage's output, caught on the way (a name, not a second reference to it)
+            caught: list[torch.Tensor] = []
+            stage = self.backbone.get_submodule(self.lesion_stage)
+            hook = stage.register_forward_hook(lambda _m, _i, out: caught.append(out))
+            try:
+                features = self.backbone.forward_features(x)
+            finally:
+                hook.remove()
+            mapped = caught[-1]
         logits = self.head(self.backbone.forward_head(features))
-        return logits, self.lesion_map(features)
+        return logits, self.lesion_map(mapped)
 
     def freeze_backbone(self, frozen: bool) -> None:
         """Frozen: no gradients, and BatchNorm statistics stay those of the pretrained weights.
@@ -101,6 +122,26 @@ def early_stages(backbone: nn.Module, stages: int) -> list[nn.Module]:
     return [backbone.conv_stem, backbone.bn1, *backbone.blocks[:stages]]
 
 
+def stage_at(backbone: nn.Module, reduction: int) -> tuple[str, int]:
+    """Name and channel count of the last convolutional feature stage `backbone` reports at
+    `reduction` (timm's `feature_info`: `blocks.4` of an EfficientNet at 16). A transformer's
+    blocks report a reduction too, but have no spatial grid: ValueError, as for none."""
+    feature_info = getattr(backbone, "feature_info", None)
+    stages = [
+        f
+        for f in (feature_info if isinstance(feature_info, list) else [])
+        if f.get("reduction") == reduction and "module" in f
+    ]
+    if not stages or not any(
+        isinstance(m, nn.Conv2d) for m in backbone.get_submodule(stages[-1]["module"]).modules()
+    ):
+        raise ValueError(
+            f"backbone {type(backbone).__name__} reports no convolutional stage at stride "
+            f"{reduction}; use the layer 'last'"
+        )
+    return stages[-1]["module"], int(stages[-1]["num_chs"])
+
+
 def build_model(
     backbone: str,
     *,
@@ -110,6 +151,7 @@ def build_model(
     head_hidden: int = 512,
     dropout: float = 0.4,
     lesion_map: bool = False,
+    lesion_layer: str = "last",
     frozen_stages: int = 0,
 ) -> BuiltModel:
     """Create the backbone by timm name, initialise it from the requested source, add the head."""
@@ -133,7 +175,14 @@ def build_model(
             description = "none"
     cfg = timm.get_pretrained_cfg(backbone) or net.pretrained_cfg
     mean, std = _normalisation(cfg, in_chans)
-    model = StrokeNet(net, head_hidden, dropout, lesion_map=lesion_map, frozen_stages=frozen_stages)
+    model = StrokeNet(
+        net,
+        head_hidden,
+        dropout,
+        lesion_map=lesion_map,
+        lesion_layer=lesion_layer,
+        frozen_stages=frozen_stages,
+    )
     return BuiltModel(model, description, mean, std)
 
 
@@ -147,6 +196,7 @@ def build_from_config(cfg: TrainConfig) -> BuiltModel:
         head_hidden=cfg.head_hidden,
         dropout=cfg.dropout,
         lesion_map=cfg.mask_loss_weight > 0,
+        lesion_layer=cfg.mask_layer,
         frozen_stages=cfg.frozen_stages,
     )
 

@@ -96,6 +96,29 @@ def test_the_map_reads_the_classifier_features() -> None:
         plain(x, with_map=True)
 
 
+def test_a_stride16_map_reads_the_finer_stage_and_leaves_no_hook() -> None:
+    net = build_model("test_efficientnet", head_hidden=8, lesion_map=True, lesion_layer="stride16")
+    model = net.model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    logits, lesion = model(x, with_map=True)
+    assert lesion.shape == (2, 1, 4, 4)  # one cell per 16 px
+    assert torch.allclose(logits, model(x), atol=1e-6)
+    stage = model.backbone.get_submodule(model.lesion_stage)
+    assert not stage._forward_hooks  # the hook that caught the stage's output is gone
+    # The map's gradient reaches the stage it reads, and no parameter is registered twice.
+    model(x, with_map=True)[1].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in stage.parameters())
+    names = [n for n, _ in model.named_parameters() if not n.startswith("lesion_map.")]
+    assert names == [
+        n for n, _ in build_model("test_efficientnet", head_hidden=8).model.named_parameters()
+    ]
+    with pytest.raises(ValueError, match="unknown lesion map layer"):
+        build_model("test_efficientnet", lesion_map=True, lesion_layer="stride8")
+    assert make_config("test", mask_layer="stride16").mask_layer == "stride16"
+    with pytest.raises(ValueError, match="mask_layer"):
+        make_config("test", mask_layer="stride8")
+
+
 def test_mask_loss_and_mixup_cannot_be_combined() -> None:
     with pytest.raises(ValueError, match="mixup"):
         make_config("test", mask_loss_weight=1.0, mixup_alpha=0.2)
