@@ -19,6 +19,7 @@ from ml.config import (
     DEFAULT_CACHE_DIR,
     DISTRIBUTED_TIMEOUT_MIN,
     TrainConfig,
+    config_from_dict,
     load_config,
     save_config,
 )
@@ -365,9 +366,27 @@ def _finished_fold(out: Path, fold: int, cfg: TrainConfig, prepared: Prepared):
         return None
     saved = json.loads(path.read_text())
     identity = {key: saved.pop(key, None) for key in ("config", "data", "split")}
-    if identity != _fold_identity(cfg, prepared):
+    expected = _fold_identity(cfg, prepared)
+    if identity["config"] != expected["config"] and _saved_config(out, fold) == expected["config"]:
+        identity["config"] = expected["config"]  # saved before a setting existed: its default
+    differs = [key for key in ("config", "data", "split") if identity[key] != expected[key]]
+    if differs:
+        print(f"fold {fold}: saved, but with another {' and '.join(differs)}; trained again")
         return None
     return FoldResult(**saved)
+
+
+def _saved_config(out: Path, fold: int) -> str | None:
+    """The digest of a fold's saved config read by this version: settings added since the fold
+    was saved take their defaults, which is what the fold trained with. None if unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(out / f"fold_{fold}.safetensors"), "pt") as weights:
+            text = (weights.metadata() or {})["config"]
+        return config_from_dict(json.loads(text)).digest()
+    except (KeyError, ValueError, OSError):  # no config, or one this version cannot read
+        return None
 
 
 def _write_json(path: Path, value: object) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from ml.bundle import BundleError, load_bundle
 from ml.cli.main import main
@@ -227,6 +228,33 @@ def test_resume_retrains_only_missing_folds_and_is_deterministic(
     )
     assert all(torch.equal(again[k], before[k]) for k in before)
     assert (copy / "oof.csv").read_text() == (tiny_bundle / "oof.csv").read_text()
+    load_bundle(copy)
+
+
+def test_resume_keeps_folds_saved_before_a_setting_existed(
+    tiny_bundle: Path, phantom_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    copy = tmp_path / "older"
+    shutil.copytree(tiny_bundle, copy)
+    (copy / "manifest.json").unlink()
+    cfg = load_config(copy / "config.yaml")
+    # Fold 1 as an older version saved it: its config lacks a setting added since (at its default).
+    older = {k: v for k, v in cfg.to_dict().items() if k != "mask_layer"}
+    digest = hashlib.sha256(json.dumps(older, sort_keys=True).encode()).hexdigest()[:16]
+    result = json.loads((copy / "logs/fold_1.result.json").read_text())
+    (copy / "logs/fold_1.result.json").write_text(json.dumps({**result, "config": digest}))
+    weights = copy / "fold_1.safetensors"
+    with safe_open(str(weights), "pt") as handle:
+        metadata = {**handle.metadata(), "config": json.dumps(older), "config_digest": digest}
+    save_file(load_file(str(weights)), str(weights), metadata=metadata)
+    # Fold 2 trained on other data: trained again, and the run says why.
+    result = json.loads((copy / "logs/fold_2.result.json").read_text())
+    (copy / "logs/fold_2.result.json").write_text(json.dumps({**result, "data": "other"}))
+    run_training(phantom_data, copy, cfg, resume=True, cache_dir=tmp_path / "c", progress=False)
+    out = capsys.readouterr().out
+    assert "fold 1: already trained" in out and "fold 3: already trained" in out
+    assert "fold 2: saved, but with another data; trained again" in out
+    assert "fold 2 epoch 1/" in out and "fold 1 epoch" not in out
     load_bundle(copy)
 
 
