@@ -82,6 +82,12 @@ class TrainConfig:
     pretrained_file: str | None = _f(None, "local weight file for the backbone")
     head_hidden: int = _f(512, "width of the hidden layer of the classification head")
     dropout: float = _f(0.4, "dropout before the last linear layer")
+    head: str = _f(
+        "pooled",
+        "classifier: pooled (global average pool -> MLP) | lesion_map (a lesion logit per cell "
+        "of the mask_layer feature map, pooled by log-sum-exp into the slice's logit; masks, "
+        "where given, train the same map; stride16 drops the backbone's later stages)",
+    )
     # optimisation
     epochs: int = _f(14, "training epochs per fold")
     freeze_epochs: int = _f(2, "epochs at the start with the backbone frozen (head only)")
@@ -132,8 +138,9 @@ class TrainConfig:
     )
     mask_layer: str = _f(
         "last",
-        "feature map the lesion map reads (mask_loss_weight): last (the last conv stage, stride "
-        "32) | stride16 (the last stage at stride 16, the grid Grad-CAM is drawn from by default)",
+        "feature map the lesion map reads (mask_loss_weight, head=lesion_map): last (the last "
+        "conv stage, stride 32) | stride16 (the last stage at stride 16, the grid Grad-CAM is "
+        "drawn from by default)",
     )
     lesion_cam_slices: int = _f(
         300,
@@ -199,6 +206,7 @@ DISTRIBUTED_TIMEOUT_MIN = 30.0  # the longest one process waits for another
 CHOICES = {
     "cam_layer": ("last", "stride16"),  # ml.explain.cam.LAYERS, which says what each means
     "mask_layer": ("last", "stride16"),  # ml.models.network.StrokeNet
+    "head": ("pooled", "lesion_map"),  # ml.models.network.HEADS
     "pretrained": ("auto", "file", "hub", "packaged", "none"),
     "input_mode": ("slice", "neighbours", "neighbours_aligned"),
     "loss": ("focal", "bce"),

@@ -348,7 +348,8 @@ def split_early_stages(model: torch.nn.Module) -> tuple[Part, Part]:
     fold model."""
     net = model.backbone
     early = Part(*early_stages(net, FLOAT_STAGES))
-    late = Part(*net.blocks[FLOAT_STAGES:], net.conv_head, net.bn2, net.global_pool, model.head)
+    pool = [] if model.map_head else [net.global_pool]  # a lesion-map head pools itself
+    late = Part(*net.blocks[FLOAT_STAGES:], net.conv_head, net.bn2, *pool, model.head)
     return early.eval(), late.eval()
 
 

@@ -24,6 +24,8 @@ def load_fold_models(weights: Sequence[Path], cfg: TrainConfig) -> list[torch.nn
             pretrained="none",
             head_hidden=cfg.head_hidden,
             dropout=cfg.dropout,
+            head=cfg.head,
+            lesion_layer=cfg.mask_layer,
         ).model
         model.load_state_dict(load_file(str(path)))
         models.append(model.eval().to(memory_format=torch.channels_last))

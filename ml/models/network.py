@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import timm
@@ -20,6 +21,36 @@ class BuiltModel:
     std: tuple[float, ...]
 
 
+HEADS = ("pooled", "lesion_map")  # ml.config lists the same names for the `head` setting
+LSE_SHARPNESS = 5.0  # LesionPool: 1/r log mean exp(r x); large r -> the max cell, small -> mean
+
+
+class LesionPool(nn.Module):
+    """A lesion logit per cell of a feature map (1x1 conv -> ReLU -> Dropout -> 1x1 conv), and
+    the slice's logit pooled from them by a log-sum-exp mean: near the largest cell's logit when
+    one cell stands out, their mean when none does. The score is then made of the cells, so the
+    map (and a Grad-CAM of the layer it reads) shows where it came from."""
+
+    def __init__(self, channels: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.cells = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Conv2d(hidden, 1, 1),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.cells(features))
+
+    @staticmethod
+    def pool(cells: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) cell logits -> (N, 1) slice logits."""
+        flat = cells.flatten(1).float() * LSE_SHARPNESS
+        pooled = torch.logsumexp(flat, dim=1, keepdim=True) - math.log(flat.shape[1])
+        return pooled / LSE_SHARPNESS
+
+
 class StrokeNet(nn.Module):
     """Backbone -> global average pool -> Linear(F, 512) -> ReLU -> Dropout -> Linear(512, 1).
 
@@ -31,6 +62,11 @@ class StrokeNet(nn.Module):
     one, or with `lesion_layer="stride16"` the last stage at stride 16 (the grid the product's
     Grad-CAM is drawn from). It only shapes the features: `LESION_MAP` keys are left out of
     saved weights.
+
+    With `head="lesion_map"` the classifier is that map (`LesionPool`): the slice's logit is
+    pooled from a lesion logit per cell of the `lesion_layer` feature map, and masks, where
+    given, train the same map. At `stride16` the backbone's later stages are dropped (nothing
+    reads them).
     """
 
     def __init__(
@@ -42,31 +78,43 @@ class StrokeNet(nn.Module):
         lesion_map: bool = False,
         lesion_layer: str = "last",
         frozen_stages: int = 0,
+        head: str = "pooled",
     ) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; use {' or '.join(HEADS)}")
+        if lesion_layer not in ("last", "stride16"):
+            raise ValueError(f"unknown lesion map layer {lesion_layer!r}; use last or stride16")
         self.backbone = backbone
+        self.map_head = head == "lesion_map"
+        if self.map_head and lesion_layer == "stride16":
+            cut_after_stride16(backbone)
         if frozen_stages:
             early_stages(backbone, frozen_stages)  # fails here, not at the first epoch
         self.frozen_stages = frozen_stages
-        self.head = nn.Sequential(
+        self.head: nn.Module = nn.Sequential(
             nn.Linear(backbone.num_features, hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden, 1),
         )
+        if self.map_head:
+            self.head = LesionPool(backbone.num_features, hidden, dropout)
         self.lesion_map, self.lesion_stage = None, ""
-        if lesion_map:
+        if lesion_map and not self.map_head:
             channels = backbone.num_features
             if lesion_layer == "stride16":
                 self.lesion_stage, channels = stage_at(backbone, 16)
-            elif lesion_layer != "last":
-                raise ValueError(f"unknown lesion map layer {lesion_layer!r}; use last or stride16")
             self.lesion_map = nn.Conv2d(channels, 1, 1)
         self.backbone_frozen = False
 
     def forward(
         self, x: torch.Tensor, with_map: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.map_head:
+            cells = self.head.cells(self.backbone.forward_features(x))
+            logits = self.head.pool(cells)
+            return (logits, cells) if with_map else logits
         if not with_map:
             return self.head(self.backbone(x))
         if self.lesion_map is None:
@@ -122,6 +170,27 @@ def early_stages(backbone: nn.Module, stages: int) -> list[nn.Module]:
     return [backbone.conv_stem, backbone.bn1, *backbone.blocks[:stages]]
 
 
+def cut_after_stride16(backbone: nn.Module) -> None:
+    """Drop an EfficientNet's stages after its last stride-16 one, and the 1x1 conv that
+    followed them, so that `forward_features` ends there (`feature_info` and `num_features`
+    follow)."""
+    if not all(hasattr(backbone, name) for name in ("blocks", "conv_head", "bn2")):
+        raise ValueError(
+            f"{type(backbone).__name__} cannot end at its stride-16 stage (EfficientNet "
+            "backbones only); use the layer 'last'"
+        )
+    name, channels = stage_at(backbone, 16)
+    kept = int(name.rsplit(".", 1)[1]) + 1
+    backbone.blocks = backbone.blocks[:kept]
+    backbone.conv_head, backbone.bn2 = nn.Identity(), nn.Identity()
+    backbone.feature_info = [
+        f
+        for f in backbone.feature_info
+        if f["module"].startswith("blocks.") and int(f["module"].split(".")[1]) < kept
+    ]
+    backbone.num_features = channels
+
+
 def stage_at(backbone: nn.Module, reduction: int) -> tuple[str, int]:
     """Name and channel count of the last convolutional feature stage `backbone` reports at
     `reduction` (timm's `feature_info`: `blocks.4` of an EfficientNet at 16). A transformer's
@@ -153,6 +222,7 @@ def build_model(
     lesion_map: bool = False,
     lesion_layer: str = "last",
     frozen_stages: int = 0,
+    head: str = "pooled",
 ) -> BuiltModel:
     """Create the backbone by timm name, initialise it from the requested source, add the head."""
     if not timm.is_model(weights.base_name(backbone)):
@@ -182,6 +252,7 @@ def build_model(
         lesion_map=lesion_map,
         lesion_layer=lesion_layer,
         frozen_stages=frozen_stages,
+        head=head,
     )
     return BuiltModel(model, description, mean, std)
 
@@ -198,6 +269,7 @@ def build_from_config(cfg: TrainConfig) -> BuiltModel:
         lesion_map=cfg.mask_loss_weight > 0,
         lesion_layer=cfg.mask_layer,
         frozen_stages=cfg.frozen_stages,
+        head=cfg.head,
     )
 
 

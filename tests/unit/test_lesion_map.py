@@ -17,8 +17,9 @@ from ml.data.masks import lesion_masks
 from ml.data.sources import Source
 from ml.data.transforms import SliceDataset
 from ml.errors import UserError
+from ml.explain.cam import target_layer
 from ml.infer.predictor import Predictor
-from ml.models.network import build_model
+from ml.models.network import LSE_SHARPNESS, LesionPool, build_model
 from ml.train.loop import lesion_map_loss
 from ml.train.pipeline import prepare, run_training
 
@@ -119,6 +120,55 @@ def test_a_stride16_map_reads_the_finer_stage_and_leaves_no_hook() -> None:
         make_config("test", mask_layer="stride8")
 
 
+def test_the_pool_follows_one_standing_out_cell_and_is_the_mean_of_a_flat_map() -> None:
+    flat = torch.full((1, 1, 4, 4), -2.0)
+    assert LesionPool.pool(flat).item() == pytest.approx(-2.0, abs=1e-5)
+    scores = []
+    for lesion in (0.0, 4.0, 8.0):
+        cells = flat.clone()
+        cells[0, 0, 1, 2] = lesion  # one cell of sixteen
+        scores.append(LesionPool.pool(cells).item())
+    assert scores[0] < scores[1] < scores[2]
+    # Far above the rest, the slice's logit trails that cell by log(16) / r only.
+    assert scores[2] == pytest.approx(8.0 - np.log(16) / LSE_SHARPNESS, abs=1e-3)
+
+
+def test_a_lesion_map_head_scores_the_slice_from_its_cells() -> None:
+    torch.manual_seed(0)
+    model = build_model("test_efficientnet", head_hidden=8, head="lesion_map").model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    logits, cells = model(x, with_map=True)
+    assert cells.shape == (2, 1, 2, 2) and torch.equal(logits, model(x))
+    assert torch.allclose(logits, LesionPool.pool(cells), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown head"):
+        build_model("test_efficientnet", head="attention")
+    assert make_config("test", head="lesion_map").head == "lesion_map"
+    with pytest.raises(ValueError, match="head"):
+        make_config("test", head="attention")
+
+
+def test_at_stride16_the_head_ends_the_backbone_there() -> None:
+    torch.manual_seed(0)
+    built = build_model(
+        "test_efficientnet", head_hidden=8, head="lesion_map", lesion_layer="stride16"
+    )
+    model = built.model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    logits, cells = model(x, with_map=True)
+    assert cells.shape == (2, 1, 4, 4)  # one cell per 16 px
+    assert torch.allclose(logits, model(x), atol=1e-6)
+    # The stages after it are gone, not merely unused: every parameter gets a gradient.
+    assert len(model.backbone.blocks) == 4
+    assert [f["reduction"] for f in model.backbone.feature_info] == [2, 4, 8, 16]
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    # Grad-CAM's two layers are then the same stage, the one the cells read.
+    assert target_layer(model, "last") is target_layer(model, "stride16")
+    assert target_layer(model, "stride16") is model.backbone.blocks[3]
+    with pytest.raises(ValueError, match="EfficientNet backbones only"):
+        build_model("test_resnet", head="lesion_map", lesion_layer="stride16")
+
+
 def test_mask_loss_and_mixup_cannot_be_combined() -> None:
     with pytest.raises(ValueError, match="mixup"):
         make_config("test", mask_loss_weight=1.0, mixup_alpha=0.2)
@@ -133,13 +183,22 @@ def test_a_lesion_map_without_any_mask_is_refused(two_sources: dict[str, Path]) 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("head", ["pooled", "lesion_map"])
 def test_a_run_trains_the_map_and_saves_the_plain_model(
-    two_sources: dict[str, Path], tmp_path: Path
+    two_sources: dict[str, Path], tmp_path: Path, head: str
 ) -> None:
     out = tmp_path / "bundle"
-    # Two folds of one epoch, the backbone frozen: the map and the head still train.
+    # Two folds of one epoch, the backbone frozen: the map and the head still train. With the
+    # lesion-map head the map is the head, read at stride 16 from a shortened backbone.
     cfg = make_config(
-        "test", mask_loss_weight=1.0, hnm_epoch=0, folds=2, epochs=1, lesion_cam_slices=0
+        "test",
+        mask_loss_weight=1.0,
+        hnm_epoch=0,
+        folds=2,
+        epochs=1,
+        lesion_cam_slices=0,
+        head=head,
+        mask_layer="stride16" if head == "lesion_map" else "last",
     )
     sources = [
         Source("folder", two_sources["folder"], two_sources["labels"]),
@@ -151,3 +210,4 @@ def test_a_run_trains_the_map_and_saves_the_plain_model(
     predictor = Predictor(load_bundle(out), backend="torch")  # strict load: no map weights
     image = sorted((two_sources["folder"] / "Stroke").glob("*.png"))[0]
     assert 0.0 <= predictor.predict([image])[0].probability <= 1.0
+    assert all(m.map_head == (head == "lesion_map") for m in predictor.torch_models())

@@ -115,9 +115,11 @@ def test_openvino_float32_matches_torch(exported: Path, phantom_data: Path, cpu)
         assert a.fold_probabilities == pytest.approx(b.fold_probabilities, abs=1e-5)
 
 
-def test_the_two_mixed_parts_chained_are_the_whole_model() -> None:
+@pytest.mark.parametrize("head", ["pooled", "lesion_map"])
+def test_the_two_mixed_parts_chained_are_the_whole_model(head: str) -> None:
     torch.manual_seed(0)
-    model = StrokeNet(timm.create_model("test_efficientnet", num_classes=0), 8).eval()
+    net = timm.create_model("test_efficientnet", num_classes=0)
+    model = StrokeNet(net, 8, head=head, lesion_layer="stride16").eval()
     early, late = split_early_stages(model)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
