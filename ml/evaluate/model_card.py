@@ -75,6 +75,7 @@ def render(
         f"windows {[list(w) for w in cfg.windows]}"
         + ("; cropped to the head" if cfg.crop_head else "")
         + _input_words(cfg.input_mode),
+        *_head_words(cfg),
         f"- {cfg.epochs} epochs ({cfg.freeze_epochs} with the backbone frozen), batch "
         f"{cfg.batch_size}, AdamW (lr {cfg.lr}, head {cfg.head_lr}), warm-up and cosine decay",
         f"- Loss {cfg.loss}"
@@ -234,3 +235,23 @@ def _input_words(mode: str) -> str:
         f"; 2.5D input (slices k-1, k, k+1 of one patient as the channels{aligned}; a slice "
         "uploaded alone fills its own neighbours)"
     )
+
+
+def _head_words(cfg: TrainConfig) -> list[str]:
+    """How the slice's score is made, where the head is not the reference one, and the masks'
+    part in training."""
+    lines = []
+    if cfg.head == "lesion_map":
+        layer = "the stride-16 stage (later stages dropped)"
+        if cfg.mask_layer == "last":
+            layer = "the last feature map"
+        lines.append(
+            f"- Head: a lesion logit per cell of {layer}, pooled by log-sum-exp into the "
+            "slice's score"
+        )
+    if cfg.mask_loss_weight > 0:
+        lines.append(
+            f"- Lesion masks train the map of {cfg.mask_layer} cells "
+            f"(loss weight {cfg.mask_loss_weight})"
+        )
+    return lines

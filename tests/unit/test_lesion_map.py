@@ -211,3 +211,6 @@ def test_a_run_trains_the_map_and_saves_the_plain_model(
     image = sorted((two_sources["folder"] / "Stroke").glob("*.png"))[0]
     assert 0.0 <= predictor.predict([image])[0].probability <= 1.0
     assert all(m.map_head == (head == "lesion_map") for m in predictor.torch_models())
+    card = (out / "model_card.md").read_text()
+    assert "Lesion masks train the map" in card
+    assert ("Head: a lesion logit per cell of the stride-16 stage" in card) == (head != "pooled")
