@@ -214,3 +214,18 @@ def test_a_run_trains_the_map_and_saves_the_plain_model(
     card = (out / "model_card.md").read_text()
     assert "Lesion masks train the map" in card
     assert ("Head: a lesion logit per cell of the stride-16 stage" in card) == (head != "pooled")
+    if head == "lesion_map":  # its pooling exports, and ONNX Runtime and OpenVINO agree
+        from ml.infer.onnx import export_bundle
+        from ml.infer.openvino_export import export_openvino
+
+        export_bundle(out, data=two_sources["folder"], check_slices=4)
+        made = export_openvino(
+            out, [two_sources["folder"]], precisions=("f32", "mixed"), max_slices=8
+        )
+        assert "error" not in made["checks"]["mixed"]  # its two parts chained are the model
+        reference = predictor.predict([image])[0].fold_probabilities
+        for backend, precision in (("onnx", "auto"), ("openvino", "f32")):
+            other = Predictor.from_bundle(out, backend=backend, precision=precision)
+            assert other.predict([image])[0].fold_probabilities == pytest.approx(
+                reference, abs=1e-4
+            )
