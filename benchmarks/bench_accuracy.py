@@ -131,6 +131,12 @@ def _cam_report(cam: dict) -> list[str]:
                     f"{figures['slices']} lesion slices; heat inside {figures['heat_inside']:.1%}, "
                     "lesion area "
                     f"{figures['lesion_area']:.1%}"
+                    + (
+                        f"; a perfect map on its {figures['grid'][0]} x {figures['grid'][1]} "
+                        f"grid: {figures['peak_in_lesion_ceiling']:.1%}"
+                        if "peak_in_lesion_ceiling" in figures
+                        else ""
+                    )
                 )
                 if drawn and where == "out of fold":
                     last.append(f"{source}_cam_peak_in_lesion={figures['peak_in_lesion']:.3f}")

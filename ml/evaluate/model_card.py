@@ -186,7 +186,7 @@ def cam_lines(cam: dict[str, Any]) -> list[str]:
                 f"lesion on {percent(figures['peak_in_lesion'])} "
                 f"({interval(figures['peak_in_lesion_ci95'])}); {percent(figures['heat_inside'])} "
                 f"of the heat falls inside the lesion, which covers "
-                f"{percent(figures['lesion_area'])} of the image"
+                f"{percent(figures['lesion_area'])} of the image" + _ceiling_words(figures)
             )
         others = [
             f"{name} {percent(figures[source]['peak_in_lesion'])} ({source})"
@@ -197,6 +197,17 @@ def cam_lines(cam: dict[str, Any]) -> list[str]:
         if others:
             lines.append(f"  - the same slices at the other CAM layers: {', '.join(others)}")
     return lines
+
+
+def _ceiling_words(figures: dict[str, Any]) -> str:
+    """The most any map on the layer's grid could reach (runs before the figure lack it)."""
+    if "peak_in_lesion_ceiling" not in figures:
+        return ""
+    rows, columns = figures["grid"]
+    return (
+        f"; a perfect map on this {rows} x {columns} grid would reach "
+        f"{percent(figures['peak_in_lesion_ceiling'])}"
+    )
 
 
 RATES = ("sensitivity", "specificity", "ppv", "npv")

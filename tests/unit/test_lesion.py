@@ -16,8 +16,9 @@ from ml.data.cache import network_frame
 from ml.data.dataset import SliceRecord
 from ml.data.masks import lesion_region, mask_in_frame
 from ml.data.synth import BRAIN_WINDOW, phantom_patient, window_to_uint8
+from ml.evaluate.model_card import cam_lines
 from ml.explain.cam import LAYERS
-from ml.explain.lesion import cam_in_lesion, hit
+from ml.explain.lesion import cam_in_lesion, ceiling, hit
 from ml.models.network import StrokeNet
 
 
@@ -53,6 +54,17 @@ def test_the_figures_of_a_heat_map_against_a_mask() -> None:
     heat[8, 8] = 2.0
     assert hit(heat, mask)[0] is False
     assert hit(np.zeros((10, 10), np.float32), mask) == (False, 0.0)
+
+
+def test_a_perfect_map_on_a_coarse_grid_misses_a_small_lesion() -> None:
+    """The ceiling: the mask itself, averaged to a grid and drawn bilinearly, as a CAM is."""
+    mask = np.zeros((64, 64), bool)
+    mask[18:22, 34:38] = True  # 4 x 4 px, off its cell's centre (24, 40) on a 4 x 4 grid
+    assert not ceiling(mask, (4, 4))  # cells of 16 px: the peak lands outside it
+    assert ceiling(mask, (16, 16))  # cells of 4 px
+    large = np.zeros((64, 64), bool)
+    large[8:40, 8:40] = True
+    assert ceiling(large, (4, 4))  # larger than a cell: the peak is inside
 
 
 def test_an_outlined_lesion_is_filled() -> None:
@@ -125,6 +137,11 @@ def test_every_layer_is_measured_out_of_fold_and_on_held_out_patients(tmp_path: 
         layer: 2 for layer in LAYERS
     }
     assert held_out["last"]["site"]["lesion_area"] == pytest.approx(mask.mean())
+    # Each layer's grid, and the most a map on it could reach on these slices.
+    assert figures["by_layer"]["stride16"]["site"]["grid"] == [4, 4]
+    assert figures["by_layer"]["last"]["site"]["grid"] == [2, 2]
+    assert figures["by_layer"]["stride16"]["site"]["peak_in_lesion_ceiling"] == 1.0
+    assert figures["by_layer"]["last"]["site"]["peak_in_lesion_ceiling"] == 0.0
     no_holdout = cam_in_lesion(
         models,
         images,
@@ -138,3 +155,19 @@ def test_every_layer_is_measured_out_of_fold_and_on_held_out_patients(tmp_path: 
     )
     assert no_holdout is not None and "holdout" not in no_holdout
     assert no_holdout["by_source"]["site"]["slices"] == 4
+
+
+def test_the_card_gives_each_figure_its_ceiling_and_old_runs_their_figure() -> None:
+    figures = {
+        "slices": 300,
+        "peak_in_lesion": 0.257,
+        "peak_in_lesion_ci95": [0.211, 0.309],
+        "heat_inside": 0.053,
+        "lesion_area": 0.01,
+    }
+    newer = {**figures, "peak_in_lesion_ceiling": 0.583, "grid": [12, 12]}
+    old_line = cam_lines({"layer": "stride16", "by_source": {"site": figures}})[0]
+    new_line = cam_lines({"layer": "stride16", "by_source": {"site": newer}})[0]
+    assert "25.7%" in old_line and "perfect map" not in old_line
+    assert new_line.startswith(old_line)
+    assert new_line.endswith("a perfect map on this 12 x 12 grid would reach 58.3%")

@@ -189,3 +189,8 @@ def test_the_faithfulness_note_says_how_often_the_peak_fell_in_a_lesion(
     site = figures["by_source"]["site"]
     assert "Checked against outlined lesions" in text
     assert f"on {site['slices']} lesion" in text and "slices of site it never trained on" in text
+    rows, columns = site["grid"]  # and how far a map on its grid could get at all
+    words = " ".join(text.split())
+    assert f"a grid of {rows} &times; {columns} cells" in words
+    ceiling = f"{site['peak_in_lesion_ceiling'] * 100:.0f}%"
+    assert f"even a perfect map on it would peak inside the lesion on {ceiling}." in words
