@@ -140,7 +140,8 @@ class TrainConfig:
         "last",
         "feature map the lesion map reads (mask_loss_weight, head=lesion_map): last (the last "
         "conv stage, stride 32) | stride16 (the last stage at stride 16, the grid Grad-CAM is "
-        "drawn from by default)",
+        "drawn from by default) | stride8 (head=lesion_map only: the stride-8 stage beside the "
+        "stride-16 one, a grid twice as fine again)",
     )
     lesion_cam_slices: int = _f(
         300,
@@ -151,7 +152,8 @@ class TrainConfig:
         "stride16",
         "feature map the bundle's Grad-CAM is drawn from: stride16 (the last stage at stride "
         "16: a grid twice as fine, which pointed at PHE-SICH lesions 2-3 times as often in "
-        "three measurements, benchmarks/RESULTS.md) | last (the last conv stage, stride 32)",
+        "three measurements, benchmarks/RESULTS.md) | last (the last conv stage, stride 32) "
+        "| map (head=lesion_map only: the feature map its cells are read from)",
     )
     # evaluation
     tta_views: tuple[str, ...] = _f(("identity", "hflip", "vflip"), "test-time views averaged")
@@ -204,8 +206,8 @@ DISTRIBUTED_MODES = ("data", "folds")
 DISTRIBUTED_TIMEOUT_MIN = 30.0  # the longest one process waits for another
 
 CHOICES = {
-    "cam_layer": ("last", "stride16"),  # ml.explain.cam.LAYERS, which says what each means
-    "mask_layer": ("last", "stride16"),  # ml.models.network.StrokeNet
+    "cam_layer": ("last", "stride16", "map"),  # ml.explain.cam.LAYERS says what each means
+    "mask_layer": ("last", "stride16", "stride8"),  # ml.models.network.LESION_LAYERS
     "head": ("pooled", "lesion_map"),  # ml.models.network.HEADS
     "pretrained": ("auto", "file", "hub", "packaged", "none"),
     "input_mode": ("slice", "neighbours", "neighbours_aligned"),
@@ -245,6 +247,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("pretrained=file needs pretrained_file")
     if not 0.0 <= cfg.label_smoothing < 1.0 or cfg.mixup_alpha < 0:
         raise ValueError("need 0 <= label_smoothing < 1 and mixup_alpha >= 0")
+    if cfg.mask_layer == "stride8" and cfg.head != "lesion_map":
+        raise ValueError("mask_layer=stride8 is read by head=lesion_map only")
+    if cfg.cam_layer == "map" and cfg.head != "lesion_map":
+        raise ValueError("cam_layer=map draws the map a head=lesion_map reads; this head has none")
     if cfg.mask_loss_weight < 0:
         raise ValueError("mask_loss_weight must be >= 0")
     if cfg.mask_loss_weight > 0 and cfg.mixup_alpha > 0:

@@ -58,7 +58,9 @@ RANDOM_DRAWS = 5  # random masks averaged in `faithfulness`; the spread of one d
 # stride 16 (timm's `feature_info`, `blocks.4` of an EfficientNet), a grid twice as fine whose
 # features are a little less specific to the score. benchmarks/RESULTS.md compares them against
 # lesion masks. ml.config lists the same names for the `cam_layer` setting (it loads no torch).
-LAYERS = ("last", "stride16")
+# map: the feature map a lesion-map head (`head: lesion_map`) reads its cells from; at its
+# `stride8` the stride-8 and stride-16 stages side by side, on the finer grid.
+LAYERS = ("last", "stride16", "map")
 
 
 def target_layer(model: StrokeNet, layer: str = "last") -> nn.Module:
@@ -88,6 +90,12 @@ def target_layer(model: StrokeNet, layer: str = "last") -> nn.Module:
     if layer not in LAYERS:
         raise ValueError(f"unknown CAM layer {layer!r}; choose one of {', '.join(LAYERS)}")
     backbone = model.backbone
+    if layer == "map":
+        if not getattr(model, "map_head", False):
+            raise ValueError("the CAM layer 'map' needs a lesion-map head; this model has none")
+        if model.head.fuse is not None:
+            return model.head.fuse
+        return target_layer(model, "last")  # the backbone's output is what the cells read
     if layer == "stride16":
         return backbone.get_submodule(stage_at(backbone, 16)[0])
     if isinstance(backbone, EfficientNet) and isinstance(

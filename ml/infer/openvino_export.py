@@ -347,6 +347,8 @@ def split_early_stages(model: torch.nn.Module) -> tuple[Part, Part]:
     """(the stem and the first FLOAT_STAGES stages, the rest up to the logit) of an EfficientNet
     fold model."""
     net = model.backbone
+    if model.map_head and model.head.fuse is not None:
+        raise ValueError("mixed precision does not cut a stride-8 lesion map, which reads a stage")
     early = Part(*early_stages(net, FLOAT_STAGES))
     pool = [] if model.map_head else [net.global_pool]  # a lesion-map head pools itself
     late = Part(*net.blocks[FLOAT_STAGES:], net.conv_head, net.bn2, *pool, model.head)

@@ -21,8 +21,22 @@ class BuiltModel:
     std: tuple[float, ...]
 
 
-HEADS = ("pooled", "lesion_map")  # ml.config lists the same names for the `head` setting
+HEADS = ("pooled", "lesion_map")
+LESION_LAYERS = (
+    "last",
+    "stride16",
+    "stride8",
+)  # ml.config's `mask_layer` choices  # ml.config lists the same names for the `head` setting
 LSE_SHARPNESS = 5.0  # LesionPool: 1/r log mean exp(r x); large r -> the max cell, small -> mean
+
+
+class Fuse(nn.Module):
+    """The stride-8 stage's features beside the stride-16 stage's, repeated to the finer grid:
+    one feature map on the stride-8 grid (a module, so that Grad-CAM can read its output)."""
+
+    def forward(self, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        up = nn.functional.interpolate(coarse, size=fine.shape[-2:], mode="nearest")
+        return torch.cat([fine, up], dim=1)
 
 
 class LesionPool(nn.Module):
@@ -31,16 +45,18 @@ class LesionPool(nn.Module):
     one cell stands out, their mean when none does. The score is then made of the cells, so the
     map (and a Grad-CAM of the layer it reads) shows where it came from."""
 
-    def __init__(self, channels: int, hidden: int, dropout: float) -> None:
+    def __init__(self, channels: int, hidden: int, dropout: float, *, fine: int = 0) -> None:
         super().__init__()
+        self.fuse = Fuse() if fine else None  # `fine` channels of the stride-8 stage join in
         self.cells = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1),
+            nn.Conv2d(channels + fine, hidden, 1),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Conv2d(hidden, 1, 1),
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The slice's logit from the feature map the cells read (the fused one at stride8)."""
         return self.pool(self.cells(features))
 
     @staticmethod
@@ -66,7 +82,8 @@ class StrokeNet(nn.Module):
     With `head="lesion_map"` the classifier is that map (`LesionPool`): the slice's logit is
     pooled from a lesion logit per cell of the `lesion_layer` feature map, and masks, where
     given, train the same map. At `stride16` the backbone's later stages are dropped (nothing
-    reads them).
+    reads them); `stride8` reads the stride-8 stage beside the stride-16 one (`Fuse`), a grid
+    twice as fine again.
     """
 
     def __init__(
@@ -83,11 +100,19 @@ class StrokeNet(nn.Module):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; use {' or '.join(HEADS)}")
-        if lesion_layer not in ("last", "stride16"):
-            raise ValueError(f"unknown lesion map layer {lesion_layer!r}; use last or stride16")
+        if lesion_layer not in LESION_LAYERS:
+            raise ValueError(
+                f"unknown lesion map layer {lesion_layer!r}; use {', '.join(LESION_LAYERS)}"
+            )
+        if lesion_layer == "stride8" and head != "lesion_map":
+            raise ValueError("a stride8 lesion map is read by the lesion_map head only")
         self.backbone = backbone
         self.map_head = head == "lesion_map"
-        if self.map_head and lesion_layer == "stride16":
+        self.fine_stage, fine = -1, 0
+        if lesion_layer == "stride8":
+            name, fine = stage_at(backbone, 8)
+            self.fine_stage = int(name.rsplit(".", 1)[1])
+        if self.map_head and lesion_layer != "last":
             cut_after_stride16(backbone)
         if frozen_stages:
             early_stages(backbone, frozen_stages)  # fails here, not at the first epoch
@@ -99,7 +124,7 @@ class StrokeNet(nn.Module):
             nn.Linear(hidden, 1),
         )
         if self.map_head:
-            self.head = LesionPool(backbone.num_features, hidden, dropout)
+            self.head = LesionPool(backbone.num_features, hidden, dropout, fine=fine)
         self.lesion_map, self.lesion_stage = None, ""
         if lesion_map and not self.map_head:
             channels = backbone.num_features
@@ -112,7 +137,7 @@ class StrokeNet(nn.Module):
         self, x: torch.Tensor, with_map: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.map_head:
-            cells = self.head.cells(self.backbone.forward_features(x))
+            cells = self.head.cells(self._map_features(x))
             logits = self.head.pool(cells)
             return (logits, cells) if with_map else logits
         if not with_map:
@@ -133,6 +158,20 @@ class StrokeNet(nn.Module):
             mapped = caught[-1]
         logits = self.head(self.backbone.forward_head(features))
         return logits, self.lesion_map(mapped)
+
+    def _map_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature map the lesion-map head reads: the backbone's output, or at stride8 that
+        fused with the stride-8 stage's output, caught on the way through the stages."""
+        if self.head.fuse is None:
+            return self.backbone.forward_features(x)
+        net = self.backbone
+        x = net.bn1(net.conv_stem(x))
+        fine = x
+        for index, block in enumerate(net.blocks):
+            x = block(x)
+            if index == self.fine_stage:
+                fine = x
+        return self.head.fuse(fine, net.bn2(net.conv_head(x)))
 
     def freeze_backbone(self, frozen: bool) -> None:
         """Frozen: no gradients, and BatchNorm statistics stay those of the pretrained weights.

@@ -18,6 +18,7 @@ from ml.data.sources import Source
 from ml.data.transforms import SliceDataset
 from ml.errors import UserError
 from ml.explain.cam import target_layer
+from ml.explain.lesion import layer_grid
 from ml.infer.predictor import Predictor
 from ml.models.network import LSE_SHARPNESS, LesionPool, build_model
 from ml.train.loop import lesion_map_loss
@@ -114,10 +115,10 @@ def test_a_stride16_map_reads_the_finer_stage_and_leaves_no_hook() -> None:
         n for n, _ in build_model("test_efficientnet", head_hidden=8).model.named_parameters()
     ]
     with pytest.raises(ValueError, match="unknown lesion map layer"):
-        build_model("test_efficientnet", lesion_map=True, lesion_layer="stride8")
+        build_model("test_efficientnet", lesion_map=True, lesion_layer="stride4")
     assert make_config("test", mask_layer="stride16").mask_layer == "stride16"
     with pytest.raises(ValueError, match="mask_layer"):
-        make_config("test", mask_layer="stride8")
+        make_config("test", mask_layer="stride4")
 
 
 def test_the_pool_follows_one_standing_out_cell_and_is_the_mean_of_a_flat_map() -> None:
@@ -167,6 +168,46 @@ def test_at_stride16_the_head_ends_the_backbone_there() -> None:
     assert target_layer(model, "stride16") is model.backbone.blocks[3]
     with pytest.raises(ValueError, match="EfficientNet backbones only"):
         build_model("test_resnet", head="lesion_map", lesion_layer="stride16")
+
+
+def test_at_stride8_the_head_reads_the_finer_stage_beside_the_coarser(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(
+        "test_efficientnet", head_hidden=8, head="lesion_map", lesion_layer="stride8"
+    ).model.eval()
+    x = torch.randn(2, 3, 64, 64)
+    logits, cells = model(x, with_map=True)
+    assert cells.shape == (2, 1, 8, 8)  # one cell per 8 px
+    assert torch.allclose(logits, model(x), atol=1e-6)
+    logits.sum().backward()  # the stride-8 stage (blocks.2) and the later ones both count
+    for index in (2, 3):
+        assert any(p.grad.abs().sum() > 0 for p in model.backbone.blocks[index].parameters())
+    # Grad-CAM's `map` layer is the fused map, on the finer grid.
+    assert target_layer(model, "map") is model.head.fuse
+    assert layer_grid(model, "map", x[0]) == (8, 8)
+    assert layer_grid(model, "stride16", x[0]) == (4, 4)
+    # It exports: ONNX Runtime gives torch's logits.
+    import onnxruntime
+
+    from ml.infer.onnx import export_module
+
+    export_module(model, x, tmp_path / "m.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    (exported,) = session.run(None, {"input": x.numpy()})
+    assert np.allclose(exported, logits.detach().numpy(), atol=1e-4)
+
+
+def test_a_finer_map_and_its_cam_layer_need_the_lesion_map_head() -> None:
+    with pytest.raises(ValueError, match="lesion_map head only"):
+        build_model("test_efficientnet", lesion_map=True, lesion_layer="stride8")
+    with pytest.raises(ValueError, match="head=lesion_map only"):
+        make_config("test", mask_layer="stride8")
+    with pytest.raises(ValueError, match="cam_layer=map"):
+        make_config("test", cam_layer="map")
+    plain = build_model("test_efficientnet", head_hidden=8).model
+    with pytest.raises(ValueError, match="needs a lesion-map head"):
+        target_layer(plain, "map")
+    assert make_config("test", head="lesion_map", mask_layer="stride8", cam_layer="map")
 
 
 def test_mask_loss_and_mixup_cannot_be_combined() -> None:

@@ -124,6 +124,14 @@ def test_the_two_mixed_parts_chained_are_the_whole_model(head: str) -> None:
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(late(early(x)), model(x), atol=1e-6)
+    fused = StrokeNet(
+        timm.create_model("test_efficientnet", num_classes=0),
+        8,
+        head="lesion_map",
+        lesion_layer="stride8",
+    )
+    with pytest.raises(ValueError, match="stride-8 lesion map"):
+        split_early_stages(fused)
     resnet = StrokeNet(timm.create_model("test_resnet", num_classes=0), 8)
     with pytest.raises(ValueError, match="EfficientNet"):
         split_early_stages(resnet)
