@@ -248,14 +248,19 @@ def _input_words(mode: str) -> str:
     )
 
 
+MAP_LAYER_WORDS = {  # what a lesion-map head reads, by `mask_layer`
+    "last": "the last feature map",
+    "stride16": "the stride-16 stage (later stages dropped)",
+    "stride8": "the stride-8 stage beside the stride-16 one (later stages dropped)",
+}
+
+
 def _head_words(cfg: TrainConfig) -> list[str]:
     """How the slice's score is made, where the head is not the reference one, and the masks'
     part in training."""
     lines = []
     if cfg.head == "lesion_map":
-        layer = "the stride-16 stage (later stages dropped)"
-        if cfg.mask_layer == "last":
-            layer = "the last feature map"
+        layer = MAP_LAYER_WORDS[cfg.mask_layer]
         lines.append(
             f"- Head: a lesion logit per cell of {layer}, pooled by log-sum-exp into the "
             "slice's score"

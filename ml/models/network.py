@@ -21,12 +21,8 @@ class BuiltModel:
     std: tuple[float, ...]
 
 
-HEADS = ("pooled", "lesion_map")
-LESION_LAYERS = (
-    "last",
-    "stride16",
-    "stride8",
-)  # ml.config's `mask_layer` choices  # ml.config lists the same names for the `head` setting
+HEADS = ("pooled", "lesion_map")  # ml.config lists the same names for the `head` setting
+LESION_LAYERS = ("last", "stride16", "stride8")  # ml.config's `mask_layer` choices
 LSE_SHARPNESS = 5.0  # LesionPool: 1/r log mean exp(r x); large r -> the max cell, small -> mean
 
 

@@ -210,6 +210,19 @@ def test_a_finer_map_and_its_cam_layer_need_the_lesion_map_head() -> None:
     assert make_config("test", head="lesion_map", mask_layer="stride8", cam_layer="map")
 
 
+def test_the_card_names_the_map_each_head_reads() -> None:
+    from ml.evaluate.model_card import _head_words
+
+    assert _head_words(make_config("test")) == []
+    for layer, words in (
+        ("last", "of the last feature map"),
+        ("stride16", "of the stride-16 stage (later"),
+        ("stride8", "of the stride-8 stage beside the stride-16 one"),
+    ):
+        (line,) = _head_words(make_config("test", head="lesion_map", mask_layer=layer))
+        assert line.startswith("- Head: a lesion logit per cell") and words in line
+
+
 def test_mask_loss_and_mixup_cannot_be_combined() -> None:
     with pytest.raises(ValueError, match="mixup"):
         make_config("test", mask_loss_weight=1.0, mixup_alpha=0.2)
