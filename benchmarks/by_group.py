@@ -27,10 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ml.bundle import read_rows
-from ml.data.masks import lesion_region
-from ml.metrics import scores as metrics
-from ml.metrics.thresholds import read_thresholds
+from ml import lesion_region, metrics, read_thresholds
 
 EMPTY = ("", "none")  # cells that name no group
 
@@ -49,9 +46,10 @@ def main() -> None:
     threshold = next(p.threshold for p in points if p.name == active)
     print(f"slice threshold {threshold:.3f} ({active})")
     for table in ("oof.csv", "holdout.csv"):
-        rows = read_rows(args.bundle / table)
-        if not rows:
+        if not (args.bundle / table).is_file():
             continue
+        with (args.bundle / table).open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
         columns = args.column or ["subtypes"]
         for index, text in enumerate(args.labels):
             source, _, path = text.rpartition("=")

@@ -51,6 +51,8 @@ __getattr__, __all__ = exports(
         # where a bundle's training data came from (`Bundle.synthetic_only` reads it)
         "SYNTHETIC_ORIGIN": "ml.config",
         "network_frame": "ml.data.cache",
+        # lesion masks as filled areas (PHE-SICH draws outlines)
+        "lesion_region": "ml.data.masks",
         # predicting and explaining (these load torch)
         "Predictor": "ml.infer.predictor",
         "SlicePrediction": "ml.infer.predictor",
@@ -78,6 +80,7 @@ __getattr__, __all__ = exports(
         "number": "ml.evaluate.numbers",
         "percent": "ml.evaluate.numbers",
         "interval": "ml.evaluate.numbers",
+        "percent_interval": "ml.evaluate.numbers",
         # training
         "run_training": "ml.train.pipeline",
         "write_dataset": "ml.data.synth",
