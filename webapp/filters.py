@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from flask import Flask
 
-from ml import interval, number, percent
+from ml import interval, number, percent, percent_interval
 
 
 def when(value: datetime | None) -> str:
@@ -28,6 +28,7 @@ def init_app(app: Flask) -> None:
         "number": number,
         "percent": percent,
         "interval": interval,
+        "percent_interval": percent_interval,
         "when": when,
     }.items():
         app.add_template_filter(function, name)

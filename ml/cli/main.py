@@ -249,9 +249,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"bundle {card['name']} (id {card['id']}), created {card['created']}")
     print(f"backbone {card['backbone']} ({card['weights_source']}), {card['image_size']} px")
     print(f"data: {json.dumps(card['data'])}")
-    for level in ("slice", "patient"):
-        fig = metrics[level]
-        print(f"OOF {level} ROC-AUC {fig['roc_auc']} (95% CI {fig['roc_auc_ci95']})")
+    for line in _figure_lines(metrics):
+        print(line)
     print(f"leakage audit passed: {card['audit_ok']}")
     inference = card["inference"]
     if inference is None:
@@ -266,6 +265,32 @@ def cmd_info(args: argparse.Namespace) -> int:
     for note in card["notes"]:
         print(f"note: {note}")
     return 0
+
+
+def _figure_lines(metrics: dict) -> list[str]:
+    """OOF ROC-AUC pooled, then per source (a pooled figure of two sites hides both), then which
+    labels each source brought, the Grad-CAM check and the patient-score rule, as on the card."""
+    from ml.evaluate.model_card import label_lines
+    from ml.evaluate.numbers import interval, number
+
+    def auc(figures: dict) -> str:
+        return f"{number(figures['roc_auc'])} (95% CI {interval(figures['roc_auc_ci95'])})"
+
+    by_source = metrics.get("by_source") or {}
+    lines = [f"OOF {level} ROC-AUC {auc(metrics[level])}" for level in ("slice", "patient")]
+    if len(by_source) > 1:  # patients only of the sources with both labels among them
+        counted = metrics["patient"].get("sources") or list(by_source)
+        lines[0] += " (every source pooled)"
+        lines[1] += f" ({', '.join(counted)})"
+    for source, figures in by_source.items() if len(by_source) > 1 else ():
+        lines.append(f"  {source}: slice {auc(figures['slice'])} ({figures['slice_labels']})")
+        patient = figures.get("patient")
+        lines.append(
+            f"  {source}: patient {auc(patient)}"
+            if patient
+            else f"  {source}: {figures.get('patient_note')}"
+        )
+    return lines + label_lines(metrics)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ from typing import Any
 
 from ml.config import SYNTHETIC_ORIGIN, TrainConfig
 from ml.data.sources import describe_labels
-from ml.evaluate.numbers import interval, number, percent
+from ml.evaluate.numbers import interval, number, percent, percent_interval
 from ml.evaluate.report import oof_table
 from ml.metrics.thresholds import OperatingPoint
 
@@ -184,9 +184,10 @@ def cam_lines(cam: dict[str, Any]) -> list[str]:
                 f"- Grad-CAM ({layer} layer) against the lesion masks of {source} "
                 f"({figures['slices']} lesion slices, {where}): the hottest pixel lies in the "
                 f"lesion on {percent(figures['peak_in_lesion'])} "
-                f"({interval(figures['peak_in_lesion_ci95'])}); {percent(figures['heat_inside'])} "
-                f"of the heat falls inside the lesion, which covers "
-                f"{percent(figures['lesion_area'])} of the image" + _ceiling_words(figures)
+                f"({percent_interval(figures['peak_in_lesion_ci95'])}); "
+                f"{percent(figures['heat_inside'])} of the heat falls inside the lesion, "
+                f"which covers {percent(figures['lesion_area'])} of the image"
+                + _ceiling_words(figures)
             )
         others = [
             f"{name} {percent(figures[source]['peak_in_lesion'])} ({source})"

@@ -29,3 +29,12 @@ def interval(pair: Any, digits: int = 3) -> str:
         return "n/a"
     low, high = pair
     return f"{number(low, digits)}–{number(high, digits)}"
+
+
+def percent_interval(pair: Any, digits: int = 1) -> str:
+    """'14.1–22.7%' for a (low, high) pair of shares, 'n/a' for a missing one: an interval
+    written in the unit of the percent beside it."""
+    if not pair or None in pair:
+        return "n/a"
+    low, high = (f"{100 * float(value):.{digits}f}" for value in pair)
+    return f"{low}–{high}%"

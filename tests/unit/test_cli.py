@@ -65,6 +65,20 @@ def test_info_prints_the_card(tiny_bundle: Path, capsys: pytest.CaptureFixture) 
     assert "leakage audit passed: True" in out
 
 
+def test_info_gives_each_source_its_own_figures(
+    slice_label_bundle: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["info", str(slice_label_bundle)]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((slice_label_bundle / "metrics.json").read_text())
+    folder = metrics["by_source"]["folder"]
+    assert "OOF slice ROC-AUC" in out and "(every source pooled)" in out
+    assert f"folder: slice {folder['slice']['roc_auc']:.3f} (95% CI" in out
+    assert f"folder: patient {folder['patient']['roc_auc']:.3f}" in out
+    assert "site: all its patients have one label" in out  # slice level only, said so
+    assert "Patient score: " in out and "source folder:" in out  # the rule, the labels
+
+
 def test_audit_reports_without_training(
     phantom_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -169,6 +169,6 @@ def test_the_card_gives_each_figure_its_ceiling_and_old_runs_their_figure() -> N
     newer = {**figures, "peak_in_lesion_ceiling": 0.583, "grid": [12, 12]}
     old_line = cam_lines({"layer": "stride16", "by_source": {"site": figures}})[0]
     new_line = cam_lines({"layer": "stride16", "by_source": {"site": newer}})[0]
-    assert "25.7%" in old_line and "perfect map" not in old_line
+    assert "25.7% (21.1–30.9%)" in old_line and "perfect map" not in old_line
     assert new_line.startswith(old_line)
     assert new_line.endswith("a perfect map on this 12 x 12 grid would reach 58.3%")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml.evaluate.numbers import interval, number
+from ml.evaluate.numbers import interval, number, percent_interval
 
 
 @pytest.mark.parametrize(
@@ -21,3 +21,9 @@ def test_interval() -> None:
     assert interval((0.52, 0.76)) == "0.520–0.760"
     assert interval(None) == "n/a"
     assert interval((None, 0.5)) == "n/a–0.500"
+
+
+def test_percent_interval_is_written_in_percent() -> None:
+    assert percent_interval((0.141, 0.2274)) == "14.1–22.7%"
+    assert percent_interval((0.141, 0.2274), 0) == "14–23%"
+    assert percent_interval(None) == "n/a" and percent_interval((None, 0.2)) == "n/a"

@@ -192,5 +192,7 @@ def test_the_faithfulness_note_says_how_often_the_peak_fell_in_a_lesion(
     rows, columns = site["grid"]  # and how far a map on its grid could get at all
     words = " ".join(text.split())
     assert f"a grid of {rows} &times; {columns} cells" in words
+    low, high = (f"{100 * v:.0f}" for v in site["peak_in_lesion_ci95"])
+    assert f"({low}–{high}%)" in words  # the interval in the unit of its figure
     ceiling = f"{site['peak_in_lesion_ceiling'] * 100:.0f}%"
     assert f"even a perfect map on it would peak inside the lesion on {ceiling}." in words
