@@ -245,12 +245,17 @@ def slice_value(text: str, where: str) -> int | None:
     raise ValueError(f"{where}: slice label {text!r} must be 0, 1 or empty (not known)")
 
 
-def check_unique_paths(rows: list[tuple[int, str]], name: str) -> None:
-    """Refuse a file that lists a path twice, naming the lines."""
+def repeated_paths(rows: list[tuple[int, str]]) -> dict[str, list[int]]:
+    """The paths a file lists more than once, each with its lines."""
     lines: dict[str, list[int]] = {}
     for line, path in rows:
         lines.setdefault(path.strip(), []).append(line)
-    repeated = {path: found for path, found in lines.items() if len(found) > 1}
+    return {path: found for path, found in lines.items() if len(found) > 1}
+
+
+def check_unique_paths(rows: list[tuple[int, str]], name: str) -> None:
+    """Refuse a file that lists a path twice, naming the lines."""
+    repeated = repeated_paths(rows)
     if repeated:
         listing = "; ".join(
             f"{path} (lines {', '.join(map(str, found))})"

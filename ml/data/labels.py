@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ml.data.dataset import Dataset, SliceRecord, check_unique_paths, slice_value
+from ml.data.dataset import Dataset, SliceRecord, repeated_paths, slice_value
 from ml.errors import UserError
 from ml.hashing import sha256_file
 
@@ -67,9 +67,6 @@ def apply_labels(dataset: Dataset, path: Path) -> LabelReport:
     path = Path(path)
     rows = _read(path)
     by_path = {r.rel_path: r for r in dataset.records}
-    unknown = [(line, row["path"]) for line, row in rows if row["path"] not in by_path]
-    if unknown:
-        _refuse(path, "path(s) not in the dataset", [f"line {n}: {p}" for n, p in unknown])
     report = LabelReport(file=path.name, sha256=sha256_file(path))
     given: dict[str, tuple[int | None, int | None, int]] = {}  # rel_path: (bleed, study, line)
     bad = []
@@ -81,8 +78,19 @@ def apply_labels(dataset: Dataset, path: Path) -> LabelReport:
             bad.append(str(exc))
             continue
         given[row["path"]] = (bleed, study, line)
-    if bad:
-        _refuse(path, "label(s) other than 0 or 1", bad)
+    repeated = repeated_paths([(line, row["path"]) for line, row in rows])
+    problems = [  # every kind at once, so that one pass mends the file
+        (
+            "path(s) listed more than once",
+            [f"{p} (lines {', '.join(map(str, found))})" for p, found in repeated.items()],
+        ),
+        (
+            "path(s) not in the dataset",
+            [f"line {n}: {row['path']}" for n, row in rows if row["path"] not in by_path],
+        ),
+        ("label(s) other than 0 or 1", bad),
+    ]
+    _refuse(path, problems)
     records = [_relabel(r, given.get(r.rel_path), report) for r in dataset.records]
     _check_patients(path, records, given)
     report.relabelled = _relabelled(dataset.records, records)
@@ -105,10 +113,6 @@ def _read(path: Path) -> list[tuple[int, dict[str, str]]]:
         )
     for _, row in rows:
         row["path"] = (row.get("path") or "").strip()
-    try:
-        check_unique_paths([(line, row["path"]) for line, row in rows], path.name)
-    except ValueError as exc:
-        raise LabelFileError(f"{exc}; nothing was trained") from None
     return rows
 
 
@@ -154,7 +158,7 @@ def _check_patients(
         elif found == {1} and all(r.slice_known and not r.label for r in rows):
             problems.append(f"patient {patient}: labelled positive but no slice bleeds ({where})")
     if problems:
-        _refuse(path, "patient(s) whose labels contradict each other", problems)
+        _refuse(path, [("patient(s) whose labels contradict each other", problems)])
 
 
 def _lines(numbers: list[int]) -> str:
@@ -177,8 +181,17 @@ def _natural(text: str) -> tuple[int, str]:
     return (int(text), "") if text.isdigit() else (10**9, text)
 
 
-def _refuse(path: Path, what: str, items: list[str]) -> None:
-    shown = "\n".join(f"  {item}" for item in items[:MAX_LISTED])
-    more = len(items) - MAX_LISTED
-    tail = f"\n  ... and {more} more" if more > 0 else ""
-    raise LabelFileError(f"{path.name}: {len(items)} {what}; nothing was trained:\n{shown}{tail}")
+def _refuse(path: Path, problems: list[tuple[str, list[str]]]) -> None:
+    """Raise LabelFileError listing each kind of problem found (up to MAX_LISTED rows each);
+    return when there is none."""
+    found = [(what, items) for what, items in problems if items]
+    if not found:
+        return
+    parts = []
+    for what, items in found:
+        shown = "\n".join(f"  {item}" for item in items[:MAX_LISTED])
+        more = len(items) - MAX_LISTED
+        parts.append(
+            f"{len(items)} {what}:\n{shown}" + (f"\n  ... and {more} more" if more > 0 else "")
+        )
+    raise LabelFileError(f"{path.name}: nothing was trained; " + "\n".join(parts))

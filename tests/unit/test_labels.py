@@ -113,6 +113,18 @@ def test_bad_label_files_are_refused_naming_the_rows(
     assert "line" in str(refused.value) and "nothing was trained" in str(refused.value)
 
 
+def test_every_kind_of_bad_row_is_named_at_once(folder: Path, tmp_path: Path) -> None:
+    rows = _rows(folder / "slice_labels.csv")
+    rows.append({**rows[0], "path": "Normal/99 (1).png"})
+    rows[3].update(bleed="2")
+    rows.append(dict(rows[5]))
+    with pytest.raises(LabelFileError) as refused:
+        apply_labels(_load(folder), _write(tmp_path / "bad.csv", rows))
+    text = str(refused.value)
+    for words in ("not in the dataset", "other than 0 or 1", "more than once"):
+        assert words in text  # one pass over the file mends all three
+
+
 def test_a_positive_patient_without_a_bleeding_slice_is_refused(
     folder: Path, tmp_path: Path
 ) -> None:
