@@ -80,6 +80,8 @@ __getattr__, __all__ = exports(
         "number": "ml.evaluate.numbers",
         "percent": "ml.evaluate.numbers",
         "interval": "ml.evaluate.numbers",
+        # what a model card says of its labels, heat maps and patient score, line by line
+        "label_lines": "ml.evaluate.model_card",
         "percent_interval": "ml.evaluate.numbers",
         # training
         "run_training": "ml.train.pipeline",

@@ -154,3 +154,25 @@ def test_the_card_gives_operating_points_their_wilson_intervals(client, bundle_d
     top = re.search(r'id="operating-point">(.*?)</table>', page, re.S).group(1)
     assert f"({interval(at['ci95']['sensitivity'])})" in top
     assert f"({interval(at['ci95']['accuracy'])})" in top
+
+
+def test_the_card_gives_each_source_its_figures_and_labels(
+    make_app, bundle_dir: Path, slice_label_bundle: Path
+) -> None:
+    shutil.copytree(slice_label_bundle, bundle_dir / "two")
+    client = make_app(active="two").test_client()
+    page = html.unescape(client.get("/model").get_data(as_text=True))
+    metrics = json.loads((slice_label_bundle / "metrics.json").read_text())
+    table = page[
+        page.index('id="by-source"') : page.index("</table>", page.index('id="by-source"'))
+    ]
+    for source, figures in metrics["by_source"].items():
+        slice_ = figures["slice"]
+        assert f"{number(slice_['roc_auc'])} ({interval(slice_['roc_auc_ci95'])})" in table
+        assert f"<td>{source}</td>" in table
+    folder = metrics["by_source"]["folder"]["patient"]
+    assert f"{number(folder['roc_auc'])} ({interval(folder['roc_auc_ci95'])})" in table
+    assert "counted at slice level only" in table  # every site patient is positive: said so
+    notes = page[page.index('id="label-notes"') :]
+    assert "source folder:" in notes and "Patient score: " in notes
+    assert "the patient row counts folder only" in " ".join(page.split())

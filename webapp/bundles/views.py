@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template
 
-from ml import Bundle, OperatingPoint
+from ml import Bundle, OperatingPoint, label_lines
 from webapp.bundles.points import FILES, bundle_points
 from webapp.bundles.store import (
     active_bundle,
@@ -27,6 +27,7 @@ def index() -> str:
         active=True,
         points=_points(bundle),
         figures=bundle.point_figures() if bundle else {},
+        label_notes=_label_notes(bundle),
     )
 
 
@@ -51,6 +52,7 @@ def detail(bundle_id: str) -> str:
         active=is_active,
         points=_points(bundle),
         figures=bundle.point_figures(),
+        label_notes=_label_notes(bundle),
     )
 
 
@@ -63,3 +65,11 @@ def _points(bundle: Bundle | None) -> dict[str, tuple[list[OperatingPoint], str]
         for level, name in FILES.items()
         if (bundle.path / name).exists()
     }
+
+
+def _label_notes(bundle: Bundle | None) -> list[str]:
+    """The card's lines on labels, heat maps against lesion masks and the patient score, as
+    the bundle's model_card.md words them (list markers dropped)."""
+    if bundle is None:
+        return []
+    return [line.strip().removeprefix("- ") for line in label_lines(bundle.metrics)]
