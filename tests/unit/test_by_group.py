@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "by_group.py"
+from tests.unit.benchmark_script import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("by_group", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("by_group")
 
 
 def _rows() -> list[dict[str, str]]:

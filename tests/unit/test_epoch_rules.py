@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -10,16 +9,13 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-pytestmark = pytest.mark.slow
+from tests.unit.benchmark_script import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "epoch_rules.py"
+pytestmark = pytest.mark.slow
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("epoch_rules", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("epoch_rules")
 
 
 def test_rules_keep_the_epochs_they_promise(tiny_bundle: Path) -> None:
