@@ -245,22 +245,23 @@ def slice_value(text: str, where: str) -> int | None:
     raise ValueError(f"{where}: slice label {text!r} must be 0, 1 or empty (not known)")
 
 
-def repeated_paths(rows: list[tuple[int, str]]) -> dict[str, list[int]]:
-    """The paths a file lists more than once, each with its lines."""
+def repeated_paths(rows: list[tuple[int, str]]) -> list[str]:
+    """Each path a file lists more than once, with its lines: 'a.png (lines 3, 7)'."""
     lines: dict[str, list[int]] = {}
     for line, path in rows:
         lines.setdefault(path.strip(), []).append(line)
-    return {path: found for path, found in lines.items() if len(found) > 1}
+    return [
+        f"{path} (lines {', '.join(map(str, found))})"
+        for path, found in lines.items()
+        if len(found) > 1
+    ]
 
 
 def check_unique_paths(rows: list[tuple[int, str]], name: str) -> None:
     """Refuse a file that lists a path twice, naming the lines."""
     repeated = repeated_paths(rows)
     if repeated:
-        listing = "; ".join(
-            f"{path} (lines {', '.join(map(str, found))})"
-            for path, found in list(repeated.items())[:10]
-        )
+        listing = "; ".join(repeated[:10])
         raise ValueError(f"{name}: {len(repeated)} path(s) listed more than once: {listing}")
 
 

@@ -78,11 +78,10 @@ def apply_labels(dataset: Dataset, path: Path) -> LabelReport:
             bad.append(str(exc))
             continue
         given[row["path"]] = (bleed, study, line)
-    repeated = repeated_paths([(line, row["path"]) for line, row in rows])
     problems = [  # every kind at once, so that one pass mends the file
         (
             "path(s) listed more than once",
-            [f"{p} (lines {', '.join(map(str, found))})" for p, found in repeated.items()],
+            repeated_paths([(line, row["path"]) for line, row in rows]),
         ),
         (
             "path(s) not in the dataset",
