@@ -282,14 +282,14 @@ def _figure_lines(metrics: dict) -> list[str]:
         counted = metrics["patient"].get("sources") or list(by_source)
         lines[0] += " (every source pooled)"
         lines[1] += f" ({', '.join(counted)})"
-    for source, figures in by_source.items() if len(by_source) > 1 else ():
-        lines.append(f"  {source}: slice {auc(figures['slice'])} ({figures['slice_labels']})")
-        patient = figures.get("patient")
-        lines.append(
-            f"  {source}: patient {auc(patient)}"
-            if patient
-            else f"  {source}: {figures.get('patient_note')}"
-        )
+        for source, figures in by_source.items():
+            lines.append(f"  {source}: slice {auc(figures['slice'])} ({figures['slice_labels']})")
+            patient = figures.get("patient")
+            lines.append(
+                f"  {source}: patient {auc(patient)}"
+                if patient
+                else f"  {source}: {figures.get('patient_note')}"
+            )
     return lines + label_lines(metrics)
 
 
