@@ -45,16 +45,19 @@ def main() -> None:
     points, active = read_thresholds(args.bundle / "thresholds.json")
     threshold = next(p.threshold for p in points if p.name == active)
     print(f"slice threshold {threshold:.3f} ({active})")
+    columns = args.column or ["subtypes"]
+    sources = []  # (source name, its groups): each labels file (and its masks) read once
+    for index, text in enumerate(args.labels):
+        source, _, path = text.rpartition("=")
+        column = columns[min(index, len(columns) - 1)]
+        groups = read_sizes(Path(path)) if column == "mask" else read_groups(Path(path), column)
+        sources.append((source, groups))
     for table in ("oof.csv", "holdout.csv"):
         if not (args.bundle / table).is_file():
             continue
         with (args.bundle / table).open(newline="") as handle:
             rows = list(csv.DictReader(handle))
-        columns = args.column or ["subtypes"]
-        for index, text in enumerate(args.labels):
-            source, _, path = text.rpartition("=")
-            column = columns[min(index, len(columns) - 1)]
-            groups = read_sizes(Path(path)) if column == "mask" else read_groups(Path(path), column)
+        for source, groups in sources:
             picked = [r for r in rows if not source or r.get("source") == source]
             print(f"\n{source or 'all'}, {table}:")
             for row in group_figures(picked, groups, threshold, prefix=f"{source}/"):
