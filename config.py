@@ -45,7 +45,8 @@ class Config:
     # "auto": the fastest of the bundle's checked exports (OpenVINO, ONNX Runtime), else torch.
     PREDICTOR_BACKEND = os.environ.get("PREDICTOR_BACKEND", "auto")
     # OpenVINO precision: auto (the fastest that passed its check on the bundle's out-of-fold
-    # slices), f32, bf16 or int8; one that failed its check is refused at start.
+    # slices), f32, bf16, mixed or int8. A name that does not exist stops the app at start; one
+    # that failed its check leaves it unable to predict, and health, card and upload page say so.
     PREDICTOR_PRECISION = os.environ.get("PREDICTOR_PRECISION", "auto")
 
     # Uploads: stored under the instance folder unless UPLOAD_DIR is set.

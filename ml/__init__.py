@@ -23,10 +23,13 @@ __getattr__, __all__ = exports(
         # bundles and their configuration
         "Bundle": "ml.bundle",
         "BundleError": "ml.bundle",
+        "UserError": "ml.errors",  # every error of bad input or settings, worded for the user
         "load_bundle": "ml.bundle",
         "write_manifest": "ml.bundle",
         "TrainConfig": "ml.config",
         "make_config": "ml.config",
+        "BACKENDS": "ml.config",
+        "PRECISIONS": "ml.config",
         "load_config": "ml.config",
         "save_config": "ml.config",
         "parse_override": "ml.config",

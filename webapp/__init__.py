@@ -29,6 +29,7 @@ def create_app(config: object | None = None) -> Flask:
     app.config.from_object(config or "config.Config")
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     _check_production(app.config)
+    _check_inference(app.config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path) / "secret_key")
     if app.config.get("TRUSTED_PROXIES"):
@@ -95,6 +96,16 @@ def _check_production(config: dict) -> None:
         raise ConfigurationError(
             "ENVIRONMENT=production needs SESSION_COOKIE_SECURE=1: serve it over HTTPS"
         )
+
+
+def _check_inference(config: dict) -> None:
+    """Refuse to start on a backend or precision that does not exist (a typo would otherwise
+    fail every prediction); whether an existing one may run is the bundle's check's to say."""
+    from ml import BACKENDS, PRECISIONS
+
+    for key, names in (("PREDICTOR_BACKEND", BACKENDS), ("PREDICTOR_PRECISION", PRECISIONS)):
+        if config.get(key, "auto") not in names:
+            raise ConfigurationError(f"{key}={config[key]!r}; choose one of {', '.join(names)}")
 
 
 def _instance_secret(path: Path) -> str:

@@ -3,6 +3,8 @@ being made holds up predictions only when both use the same torch models."""
 
 from __future__ import annotations
 
+import html
+import io
 import json
 import shutil
 import threading
@@ -12,10 +14,13 @@ import pytest
 from sqlalchemy import select
 
 from ml import load_bundle
-from tests.web.helpers import phantom_slices, upload
+from tests.web.helpers import count_predictions, phantom_slices, stored_files, upload
+from webapp import ConfigurationError, create_app
+from webapp.api.auth import issue_token
 from webapp.bundles.store import explaining, using_predictor
 from webapp.extensions import db
-from webapp.models import Prediction
+from webapp.models import Job, Prediction
+from webapp.predict import preload
 
 
 @pytest.mark.slow
@@ -80,3 +85,68 @@ def test_the_model_card_shows_each_precision_check(client, bundle_dir: Path) -> 
     assert "refused: 3 of 48 slices change label" in table
     assert "0.012" in table and "0 of 48" in table and "12.5" in table
     assert "Test CPU" in page and "over 0.001 apart" in page
+
+
+def test_the_model_card_and_health_say_what_predicts(client) -> None:
+    card = client.get("/model").get_data(as_text=True)
+    assert '<p id="running">This server predicts with the torch backend in f32.' in card
+    health = client.get("/api/v1/health").get_json()
+    assert health["inference"] == {"backend": "torch", "precision": "f32"}
+
+
+@pytest.mark.slow
+def test_a_refused_precision_is_said_everywhere_and_nothing_is_stored(
+    make_app, bundle_dir: Path, exported_bundle: Path, phantom_data: Path, monkeypatch
+) -> None:
+    tiny = bundle_dir / "tiny"
+    for folder in ("onnx", "openvino"):
+        shutil.copytree(exported_bundle / folder, tiny / folder)
+    manifest_path = tiny / "openvino" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    refused = "3 of 48 slices change label at threshold 0.400 (> 0.5%)"
+    manifest["checks"]["int8"].update(passed=False, failures=[refused])
+    manifest_path.write_text(json.dumps(manifest))
+    monkeypatch.setattr("ml.infer.predictor.allocator", lambda: "default")  # not tcmalloc
+    app = make_app(PREDICTOR_BACKEND="openvino", PREDICTOR_PRECISION="int8")
+    client = app.test_client()
+    errors: list[str] = []
+    monkeypatch.setattr(app.logger, "error", lambda message, *args: errors.append(message % args))
+    preload.start(app).join(timeout=60)  # a worker's start: it says why, once, and ends
+    assert len(errors) == 1 and "cannot predict" in errors[0] and refused in errors[0]
+
+    health = client.get("/api/v1/health")
+    body = health.get_json()
+    assert health.status_code == 503 and body["status"] == "degraded"
+    assert not body["model_loaded"] and body["inference"] is None
+    assert refused in body["model_error"] and str(bundle_dir) not in body["model_error"]
+    shown = html.escape(refused)  # as a page writes it
+    assert shown in client.get("/model").get_data(as_text=True).split('id="running"')[1]
+    assert shown in client.get("/").get_data(as_text=True).split('id="cannot-predict"')[1]
+
+    page = upload(client, phantom_slices(phantom_data, 1))
+    assert page.status_code == 503 and shown in page.get_data(as_text=True)
+    with app.app_context():
+        _, token = issue_token("test", ["read", "write"])
+    slices = phantom_slices(phantom_data, 1)
+    api = client.post(
+        "/api/v1/predict",
+        data={"files": [(io.BytesIO(content), name) for content, name in slices]},
+        headers={"Authorization": f"Bearer {token}"},
+        content_type="multipart/form-data",
+    )
+    assert api.status_code == 503 and api.get_json()["error"]["code"] == "model_not_loaded"
+    assert count_predictions(app) == 0 and stored_files(app) == []
+    with app.app_context():
+        assert db.session.query(Job).count() == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("PREDICTOR_BACKEND", "openvno"), ("PREDICTOR_PRECISION", "bf61")]
+)
+def test_an_unknown_backend_or_precision_stops_the_app_at_start(key: str, value: str) -> None:
+    class Settings:
+        TESTING = True
+
+    setattr(Settings, key, value)
+    with pytest.raises(ConfigurationError, match=f"{key}='{value}'; choose one of auto"):
+        create_app(Settings)

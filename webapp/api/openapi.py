@@ -320,7 +320,9 @@ PATHS: dict[str, Any] = {
             None,
             {
                 "200": _json(_ref("Health"), "Both fine."),
-                "503": _json(_ref("Health"), "No model loaded, or no database."),
+                "503": _json(
+                    _ref("Health"), "No model that can predict as configured, or no database."
+                ),
             },
         )
     },
@@ -538,6 +540,20 @@ SCHEMAS: dict[str, Any] = {
             "model_loaded": BOOL,
             "model_error": {**NULL_STR, "description": "Why no model is loaded (null if one is)."},
             "bundle_id": NULL_STR,
+            "inference": {
+                **_object(
+                    {
+                        "backend": {"type": "string", "enum": ["torch", "onnx", "openvino"]},
+                        "precision": {"type": "string", "enum": ["f32", "bf16", "mixed", "int8"]},
+                        "backend_note": {
+                            **STR,
+                            "description": "Why it differs from what was configured.",
+                        },
+                    }
+                ),
+                "nullable": True,
+                "description": "What computes this worker's predictions (null if nothing can).",
+            },
             "database": BOOL,
             "version": STR,
         }

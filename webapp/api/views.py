@@ -22,8 +22,8 @@ from webapp.api.auth import require
 from webapp.api.model_views import bp as models_bp
 from webapp.api.params import ApiError, flag, optional_number, whole_number
 from webapp.bundles import points
-from webapp.bundles.store import active_bundle
-from webapp.errors import ModelNotLoaded, error_response
+from webapp.bundles.store import active_bundle, predicting_bundle, running
+from webapp.errors import error_response
 from webapp.extensions import csrf, db
 from webapp.history.query import BadFilter, Filters
 from webapp.models import Job, Prediction
@@ -75,7 +75,7 @@ def predict() -> ResponseReturnValue:
         raise ApiError(
             400, "cam=true needs wait=true; fetch a heat map later from the slice's cam URL"
         )
-    options = _labelling_options(_loaded_bundle(), as_study)
+    options = _labelling_options(predicting_bundle(), as_study)
     slices = service.read_upload(request.files.getlist("files"))
     if not wait:
         job = service.submit(slices, as_study, options, background=True)
@@ -159,15 +159,23 @@ def prediction_cam(prediction_id: int) -> ResponseReturnValue:
 
 @bp.get("/health")
 def health() -> ResponseReturnValue:
-    """Whether a model is loaded and the database answers (503 when either fails); no token."""
+    """Whether a model can predict and the database answers (503 when either fails); no token.
+
+    A bundle that loads but cannot run as configured (a precision its check refused) is not a
+    loaded model: every prediction would fail.
+    """
     bundle, problem = active_bundle()  # the reason names the bundle, never a server path
+    inference = running() if bundle is not None else {}
+    problem = problem or inference.get("error")
+    ready = bundle is not None and "error" not in inference
     database = _database_answers()
-    healthy = bundle is not None and database
+    healthy = ready and database
     body = {
         "status": "ok" if healthy else "degraded",
-        "model_loaded": bundle is not None,
+        "model_loaded": ready,
         "model_error": problem,
         "bundle_id": bundle.id if bundle else None,
+        "inference": inference if ready else None,
         "database": database,
         "version": service.app_version(),
     }
@@ -178,13 +186,6 @@ def health() -> ResponseReturnValue:
 def openapi_document() -> ResponseReturnValue:
     """The OpenAPI 3.0 description of these routes; no token."""
     return openapi.document(service.app_version())
-
-
-def _loaded_bundle() -> Bundle:
-    bundle, problem = active_bundle()
-    if bundle is None:
-        raise ModelNotLoaded(problem or "no model bundle is loaded")
-    return bundle
 
 
 def _labelling_options(bundle: Bundle, as_study: bool) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ import click
 from flask import Flask, abort, current_app
 from flask.cli import AppGroup
 
-from ml import Bundle, BundleError, load_bundle
+from ml import Bundle, BundleError, UserError, load_bundle
 from webapp.errors import ModelNotLoaded
 from webapp.extensions import db
 from webapp.models import BundleRecord
@@ -91,6 +91,33 @@ def _predictor() -> Predictor:
             current_app.logger.info("inference: %s", predictor.runtime)
             current_app.extensions[PREDICTOR_KEY] = predictor
     return predictor
+
+
+def running() -> dict[str, str]:
+    """What this process predicts the active bundle with: backend, precision and, when they
+    differ from what was asked, why; or `error` when it cannot (a precision refused, say).
+
+    Chooses them now if no prediction has yet: that reads the export's manifest, not a model.
+    """
+    try:
+        return _predictor().runtime
+    except ModelNotLoaded as error:
+        return {"error": str(error)}
+    except UserError as error:  # shown on public routes: the bundle's name, not its path
+        bundle, _ = active_bundle()
+        return {"error": str(error).replace(str(bundle.path), f"bundle {bundle.path.name!r}")}
+
+
+def predicting_bundle() -> Bundle:
+    """The active bundle, when this process can predict with it; else ModelNotLoaded, saying why,
+    before an upload is read or stored."""
+    bundle, problem = active_bundle()
+    if bundle is None:
+        raise ModelNotLoaded(problem or "no model bundle is loaded")
+    error = running().get("error")
+    if error:
+        raise ModelNotLoaded(error)
+    return bundle
 
 
 def register(bundle: Bundle) -> bool:

@@ -11,6 +11,7 @@ from webapp.bundles.store import (
     get_bundle_or_404,
     known_records,
     registered_bundle,
+    running,
 )
 
 bp = Blueprint("bundles", __name__)
@@ -28,6 +29,7 @@ def index() -> str:
         points=_points(bundle),
         figures=bundle.point_figures() if bundle else {},
         label_notes=_label_notes(bundle),
+        running=running() if bundle else None,
     )
 
 
@@ -53,6 +55,7 @@ def detail(bundle_id: str) -> str:
         points=_points(bundle),
         figures=bundle.point_figures(),
         label_notes=_label_notes(bundle),
+        running=running() if is_active else None,
     )
 
 

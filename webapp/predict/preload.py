@@ -14,6 +14,7 @@ import time
 
 from flask import Flask
 
+from ml import UserError
 from webapp.bundles.store import explaining, using_predictor
 from webapp.errors import ModelNotLoaded
 
@@ -36,4 +37,7 @@ def _load(app: Flask) -> None:
                 predictor.torch_models()
         except ModelNotLoaded:
             return  # create_app logged why, and every page that needs the model says so
+        except UserError as error:  # a precision its check refused, say: said once, here
+            app.logger.error("the model cannot predict as configured: %s", error)
+            return
         app.logger.info("model loaded in %.1f s", time.monotonic() - began)

@@ -6,8 +6,7 @@ from flask import Blueprint, redirect, request, url_for
 from werkzeug.wrappers import Response
 
 from webapp.auth.guard import permission
-from webapp.bundles.store import active_bundle
-from webapp.errors import ModelNotLoaded
+from webapp.bundles.store import active_bundle, predicting_bundle, running
 from webapp.extensions import db
 from webapp.models import Job
 from webapp.predict import service
@@ -27,9 +26,7 @@ def upload_form() -> str:
 @permission("upload")
 def upload() -> Response | tuple[str, int]:
     """Validate every file, store them, predict (now or as a job), show the outcome."""
-    bundle, problem = active_bundle()
-    if bundle is None:
-        raise ModelNotLoaded(problem or "no model bundle is loaded")
+    predicting_bundle()  # refuses, saying why, before anything is read or stored
     try:
         slices = service.read_upload(request.files.getlist("files"))
         job = service.submit(slices, as_study=request.form.get("study") == "on")
@@ -60,4 +57,5 @@ def _result_url(job: Job) -> str:
 
 def _upload_page(error: str | None = None) -> str:
     bundle, problem = active_bundle()
-    return render("predict/upload.html", bundle=bundle, problem=problem, error=error)
+    cannot = running().get("error") if bundle else None
+    return render("predict/upload.html", bundle=bundle, problem=problem, cannot=cannot, error=error)
