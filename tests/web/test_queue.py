@@ -213,6 +213,21 @@ def test_flask_worker_refuses_to_start_without_the_queue(make_app, monkeypatch) 
     assert result.exit_code != 0 and "Redis does not answer" in result.output
 
 
+def test_flask_worker_refuses_to_start_on_a_refused_precision(
+    make_app, redis_url, monkeypatch
+) -> None:
+    from ml.infer.openvino import PrecisionRefused
+
+    def refused(self, *args, **kwargs) -> None:
+        raise PrecisionRefused("int8 failed its check on 48 out-of-fold slices: 3 flipped")
+
+    monkeypatch.setattr(Predictor, "__init__", refused)
+    worker = make_app(JOB_QUEUE="rq", REDIS_URL=redis_url, PREDICTOR_PRECISION="int8")
+    result = worker.test_cli_runner().invoke(args=["worker", "--burst"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cannot predict as configured: int8 failed its check" in result.output
+
+
 def test_a_worker_on_another_database_says_so(make_app, redis_url) -> None:
     worker = make_app(JOB_QUEUE="rq", REDIS_URL=redis_url)
     with worker.app_context():

@@ -207,6 +207,7 @@ class AppWorker(SimpleWorker):
 @with_appcontext
 def worker_command(burst: bool) -> None:
     """Predict queued uploads (JOB_QUEUE=rq), one at a time, with the model loaded once."""
+    from ml import UserError
     from webapp.bundles.store import using_predictor
     from webapp.errors import ModelNotLoaded
 
@@ -228,6 +229,8 @@ def worker_command(burst: bool) -> None:
             predictor.load(cam=False)  # now: every job of this process uses it
     except ModelNotLoaded as exc:
         raise click.ClickException(f"no model to predict with: {exc}") from None
+    except UserError as exc:  # a precision the bundle's check refused, say
+        raise click.ClickException(f"the model cannot predict as configured: {exc}") from None
     click.echo(
         f"worker on queue {QUEUE_NAME} at {_redis_address()}; database "
         f"{db.engine.url.render_as_string(hide_password=True)}; uploads {storage.upload_root()}; "
