@@ -47,3 +47,15 @@ def test_the_report_names_the_fastest_variant_that_passed_and_its_studies(capsys
     end = header.index("ms/slice") + len("ms/slice")
     assert bf16.index(" 100 ") + len(" 100") == end
     assert mixed.index(" 150 ") + len(" 150") == end
+
+
+def test_ratios_are_against_the_faster_of_the_plain_loops_first_and_last_run(capsys) -> None:
+    script = load_script("bench_inference")
+    plain = script.plain_of_both(_timing(800), _timing(600))
+    results = {"plain": plain, "torch": _timing(300), "onnx": _timing(200)}
+
+    script.report(results, {}, FLOPS, 100.0, Path("bench"))
+
+    lines = capsys.readouterr().out.splitlines()
+    assert "plain loop timed first and last: 800 and 600 ms per slice" in lines
+    assert lines[-1].startswith("speedup_best=3.00 backend=onnx ")  # 600 / 200, not 800 / 200
