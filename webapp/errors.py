@@ -13,7 +13,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 
 class ModelNotLoaded(RuntimeError):
-    """No bundle could be loaded; the message says why."""
+    """No bundle could be loaded, or it cannot predict as configured; the message says why."""
 
 
 MESSAGES = {
@@ -21,7 +21,7 @@ MESSAGES = {
     404: "There is nothing at this address. It may have been deleted.",
     405: "This address does not accept that kind of request.",
     413: "The upload is larger than this server accepts ({limit} MB). Send fewer or smaller files.",
-    503: "No model is loaded, so nothing can be predicted now.",
+    503: "No model can predict now, so nothing was predicted or stored.",
 }
 
 
