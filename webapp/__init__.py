@@ -27,9 +27,9 @@ def create_app(config: object | None = None) -> Flask:
         static_folder=str(ROOT / "static"),
     )
     app.config.from_object(config or "config.Config")
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    _check_production(app.config)
+    _check_production(app.config)  # before anything is written: a refused start leaves no trace
     _check_inference(app.config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret(Path(app.instance_path) / "secret_key")
     if app.config.get("TRUSTED_PROXIES"):

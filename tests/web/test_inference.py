@@ -148,5 +148,8 @@ def test_an_unknown_backend_or_precision_stops_the_app_at_start(key: str, value:
         TESTING = True
 
     setattr(Settings, key, value)
+    app_folder_had_instance = (Path(__file__).parents[2] / "instance").exists()
     with pytest.raises(ConfigurationError, match=f"{key}='{value}'; choose one of auto"):
         create_app(Settings)
+    # a refused start writes nothing (not even the instance folder beside the code)
+    assert (Path(__file__).parents[2] / "instance").exists() == app_folder_had_instance
