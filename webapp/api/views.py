@@ -164,16 +164,15 @@ def health() -> ResponseReturnValue:
     A bundle that loads but cannot run as configured (a precision its check refused) is not a
     loaded model: every prediction would fail.
     """
-    bundle, problem = active_bundle()  # the reason names the bundle, never a server path
-    inference = running() if bundle is not None else {}
-    problem = problem or inference.get("error")
-    ready = bundle is not None and "error" not in inference
+    bundle, _ = active_bundle()
+    inference = running()  # its error names the bundle, never a server path
+    ready = "error" not in inference
     database = _database_answers()
     healthy = ready and database
     body = {
         "status": "ok" if healthy else "degraded",
         "model_loaded": ready,
-        "model_error": problem,
+        "model_error": inference.get("error"),
         "bundle_id": bundle.id if bundle else None,
         "inference": inference if ready else None,
         "database": database,

@@ -41,8 +41,7 @@ def init_app(app: Flask) -> None:
         app.extensions[KEY] = (load_bundle(path), None)
     except BundleError as exc:
         app.logger.error("no model loaded: %s", exc)
-        # Shown on pages and in /api/v1/health: the bundle's name, not where the server keeps it.
-        app.extensions[KEY] = (None, str(exc).replace(str(path), f"bundle {path.name!r}"))
+        app.extensions[KEY] = (None, _public(exc, path))
     app.cli.add_command(bundles_cli)
 
 
@@ -103,21 +102,23 @@ def running() -> dict[str, str]:
         return _predictor().runtime
     except ModelNotLoaded as error:
         return {"error": str(error)}
-    except UserError as error:  # shown on public routes: the bundle's name, not its path
-        bundle, _ = active_bundle()
-        return {"error": str(error).replace(str(bundle.path), f"bundle {bundle.path.name!r}")}
+    except UserError as error:
+        return {"error": _public(error, active_bundle()[0].path)}
 
 
 def predicting_bundle() -> Bundle:
     """The active bundle, when this process can predict with it; else ModelNotLoaded, saying why,
     before an upload is read or stored."""
-    bundle, problem = active_bundle()
-    if bundle is None:
-        raise ModelNotLoaded(problem or "no model bundle is loaded")
     error = running().get("error")
     if error:
         raise ModelNotLoaded(error)
-    return bundle
+    return active_bundle()[0]
+
+
+def _public(error: Exception, path: Path) -> str:
+    """An error about a bundle as pages and /api/v1/health show it: the bundle's name, not
+    where the server keeps it."""
+    return str(error).replace(str(path), f"bundle {path.name!r}")
 
 
 def register(bundle: Bundle) -> bool:
