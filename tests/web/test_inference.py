@@ -4,7 +4,6 @@ being made holds up predictions only when both use the same torch models."""
 from __future__ import annotations
 
 import html
-import io
 import json
 import shutil
 import threading
@@ -15,8 +14,8 @@ from sqlalchemy import select
 
 from ml import load_bundle
 from tests.web.helpers import count_predictions, phantom_slices, stored_files, upload
+from tests.web.test_api import api_predict, bearer, make_token
 from webapp import ConfigurationError, create_app
-from webapp.api.auth import issue_token
 from webapp.bundles.store import explaining, using_predictor
 from webapp.extensions import db
 from webapp.models import Job, Prediction
@@ -125,15 +124,8 @@ def test_a_refused_precision_is_said_everywhere_and_nothing_is_stored(
 
     page = upload(client, phantom_slices(phantom_data, 1))
     assert page.status_code == 503 and shown in page.get_data(as_text=True)
-    with app.app_context():
-        _, token = issue_token("test", ["read", "write"])
-    slices = phantom_slices(phantom_data, 1)
-    api = client.post(
-        "/api/v1/predict",
-        data={"files": [(io.BytesIO(content), name) for content, name in slices]},
-        headers={"Authorization": f"Bearer {token}"},
-        content_type="multipart/form-data",
-    )
+    token = bearer(make_token(app, "read", "write"))
+    api = api_predict(client, token, phantom_slices(phantom_data, 1))
     assert api.status_code == 503 and api.get_json()["error"]["code"] == "model_not_loaded"
     assert count_predictions(app) == 0 and stored_files(app) == []
     with app.app_context():
